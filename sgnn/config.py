@@ -1,0 +1,82 @@
+"""Process-wide settings, read from the environment and overridable in code.
+
+SGNN_DEBUG ladder (``with sgnn.config(debug=4):`` overrides it):
+
+====  ===============================================================
+ 1    one line per kernel build or load (kernel, hit or miss, ms)
+ 2    + the schedule decisions
+ 3    + the loop IR
+ 4    + the generated C++
+ 5    + the compiler command line and its stderr
+====  ===============================================================
+
+Other variables: ``SGNN_CXX`` (compiler, default ``g++``), ``SGNN_CXXFLAGS`` (extra flags),
+``SGNN_CACHE_DIR`` (default ``~/.cache/sgnn``), ``SGNN_CACHE=0`` (no disk cache),
+``SGNN_ASSERT_CACHED=1`` (any compile is an error; for timed runs).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class Settings:
+    debug: int
+    cxx: str
+    cxxflags: str
+    cache_dir: Path
+    cache: bool
+    assert_cached: bool
+
+
+def _from_env() -> Settings:
+    return Settings(
+        debug=_env_int("SGNN_DEBUG", 0),
+        cxx=os.environ.get("SGNN_CXX", "g++"),
+        cxxflags=os.environ.get("SGNN_CXXFLAGS", ""),
+        cache_dir=Path(os.environ.get("SGNN_CACHE_DIR", "~/.cache/sgnn")).expanduser(),
+        cache=os.environ.get("SGNN_CACHE", "1") != "0",
+        assert_cached=os.environ.get("SGNN_ASSERT_CACHED", "0") == "1",
+    )
+
+
+_stack: list[Settings] = []
+
+
+def settings() -> Settings:
+    """The settings in force (the innermost ``config()`` override, else the environment)."""
+    return _stack[-1] if _stack else _from_env()
+
+
+@contextlib.contextmanager
+def config(**overrides):
+    """Override settings for a block: ``with sgnn.config(debug=4, cxx="clang++"): ...``."""
+    names = {f.name for f in fields(Settings)}
+    unknown = set(overrides) - names
+    if unknown:
+        from .errors import UserError
+        raise UserError(f"config: unknown setting(s) {sorted(unknown)}; expected some of {sorted(names)}")
+    if "cache_dir" in overrides:
+        overrides["cache_dir"] = Path(overrides["cache_dir"]).expanduser()
+    _stack.append(replace(settings(), **overrides))
+    try:
+        yield _stack[-1]
+    finally:
+        _stack.pop()
+
+
+def log(level: int, msg: str) -> None:
+    """Print ``msg`` to stderr when the debug level is at least ``level``."""
+    if settings().debug >= level:
+        print(f"[sgnn] {msg}", file=sys.stderr, flush=True)

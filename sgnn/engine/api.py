@@ -1,0 +1,55 @@
+"""User entry points: ``einsum``, ``evaluate`` and ``explain``."""
+from __future__ import annotations
+
+from ..errors import UserError
+from .expr import Statement, parse_einsum
+from .explain import Explanation, explain_plan
+from .runtime import as_operand, evaluate as _evaluate, plan_for
+
+_parsed: dict = {}
+
+
+def _einsum_stmt(spec: str, n: int) -> Statement:
+    key = (spec, n)
+    st = _parsed.get(key)
+    if st is None:
+        st = parse_einsum(spec, n)
+        _parsed[key] = st
+    return st
+
+
+def einsum(spec: str, *operands):
+    """Evaluate a product-and-sum expression over sparse and dense operands.
+
+    Operands may be ``sgnn.SparseTensor``s, torch sparse tensors or dense torch tensors.
+    The output is dense unless every output index is covered by one sparse operand's pattern
+    (a *sampled* expression such as SDDMM ``"ij,ik,jk->ij"``), in which case it is a
+    ``SparseTensor`` sharing that operand's pattern.
+
+    >>> A = SparseTensor.from_dense(torch.eye(3))
+    >>> sgnn.einsum("ik,kj->ij", A, torch.ones(3, 2)).shape
+    torch.Size([3, 2])
+    """
+    st = _einsum_stmt(spec, len(operands))
+    ops = {f"t{n}": as_operand(t, f"t{n}") for n, t in enumerate(operands)}
+    return plan_for(st, ops, memo_key=spec)(ops)
+
+
+def evaluate(stmt: Statement, **tensors):
+    """Evaluate an index-notation statement built with ``sgnn.compute`` on named tensors."""
+    if not isinstance(stmt, Statement):
+        raise UserError(f"evaluate: expected a Statement from sgnn.compute (got {type(stmt).__name__})")
+    return _evaluate(stmt, tensors)
+
+
+def explain(spec, *operands, **tensors) -> Explanation:
+    """Loop order, tiles, formats, parallel loop and generated C++ for an expression.
+
+    ``spec`` is an einsum string (with positional operands) or a Statement (with named tensors).
+    """
+    if isinstance(spec, Statement):
+        ops = {n: as_operand(t, n) for n, t in tensors.items()}
+        return explain_plan(plan_for(spec, ops), ops)
+    st = _einsum_stmt(spec, len(operands))
+    ops = {f"t{n}": as_operand(t, f"t{n}") for n, t in enumerate(operands)}
+    return explain_plan(plan_for(st, ops, memo_key=spec), ops)

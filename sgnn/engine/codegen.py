@@ -1,0 +1,102 @@
+"""Rendering: loop IR → a self-contained C++17 translation unit with a plain C ABI.
+
+The kernel's signature comes from ``Lowerer.params()`` (declared once in Python); the same list
+gives the ``ctypes`` argument types, so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+import ctypes
+
+from .loopir import (Assign, Comment, Decl, For, Function, If, Let, Merge, Parallel, PosFor,
+                     Workspace)
+
+CTYPES = {"int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32}
+
+
+def argtypes(params) -> list:
+    """ctypes argument types for a parameter list: pointers as void*, scalars as their C type."""
+    return [ctypes.c_void_p if "*" in ct else CTYPES[ct] for _, ct in params]
+
+
+def render(fns: list[Function], *, name: str, value_ctype: str, tile: int | None, header: str) -> str:
+    lines = [f"// sgnn kernel {name}", *[f"// {h}" for h in header.splitlines()],
+             '#include "sgnn_runtime.h"', f"typedef {value_ctype} T;"]
+    if tile:
+        lines.append(f"static constexpr int64_t TILE = {tile};")
+    for fn in fns:
+        sig = ", ".join(f"{ct} {'SG_RESTRICT ' if '*' in ct and not ct.startswith('const') else ''}{n}"
+                        for n, ct in fn.params)
+        lines.append(f'extern "C" void {name}_{fn.name}({sig}) {{')
+        lines += _block(fn.body, 1)
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _block(nodes, d: int) -> list[str]:
+    out: list[str] = []
+    for n in nodes:
+        out += _node(n, d)
+    return out
+
+
+def _node(n, d: int) -> list[str]:
+    p = "  " * d
+    if isinstance(n, Parallel):
+        alloc = [f"{p}  T* {b.name} = sg::scratch<T>({b.size});" for b in n.buffers]
+        free = [f"{p}  std::free({b.name});" for b in n.buffers]
+        head = [f"{p}#pragma omp parallel num_threads(nthreads)"] if n.threads else []
+        return [*head, f"{p}{{", *alloc, *_block(n.body, d + 1), *free, f"{p}}}"]
+    if isinstance(n, For):
+        out = []
+        if n.kind == "parts":
+            out.append(f"{p}#pragma omp for schedule(dynamic, 1)")
+        elif n.kind == "simd":
+            red = f" reduction({n.reduction})" if n.reduction else ""
+            out.append(f"{p}#pragma omp simd{red}")
+        step = "++" if n.step == "1" else f" += {n.step}"
+        out.append(f"{p}for (int64_t {n.var} = {n.lo}; {n.var} < {n.hi}; {n.var}{step}) {{")
+        for w in n.walkers:
+            out.append(f"{p}  const bool {w.flag} = {w.p} < {w.end} && {w.crd}[{w.p}] == {n.var};")
+        out += _block(n.body, d + 1)
+        for w in n.walkers:
+            out.append(f"{p}  {w.p} += {w.flag};")
+        out.append(f"{p}}}")
+        return out
+    if isinstance(n, PosFor):
+        return [f"{p}for (int64_t {n.p} = {n.lo}; {n.p} < {n.hi}; {n.p}++) {{",
+                f"{p}  const int64_t {n.var} = {n.crd}[{n.p}];", *_block(n.body, d + 1), f"{p}}}"]
+    if isinstance(n, Merge):
+        out = [f"{p}while {n.loop_cond} {{"]
+        mins = [f"({w.p} < {w.end} ? (int64_t){w.crd}[{w.p}] : INT64_MAX)" for w in n.iters]
+        expr = mins[0]
+        for m in mins[1:]:
+            expr = f"std::min<int64_t>({expr}, {m})"
+        out.append(f"{p}  const int64_t {n.var} = {expr};")
+        for w in n.iters:
+            out.append(f"{p}  const bool {w.flag} = {w.p} < {w.end} && {w.crd}[{w.p}] == {n.var};")
+        out.append(f"{p}  if {n.body_cond} {{")
+        out += _block(n.body, d + 2)
+        out.append(f"{p}  }}")
+        for w in n.iters:
+            out.append(f"{p}  {w.p} += {w.flag};")
+        out.append(f"{p}}}")
+        return out
+    if isinstance(n, Let):
+        return [f"{p}const {n.ctype} {n.name} = {n.value};"]
+    if isinstance(n, Decl):
+        return [f"{p}{n.ctype} {n.name} = {n.value};"]
+    if isinstance(n, Workspace):
+        return [f"{p}{n.ctype} {n.name}[{n.size}];"]
+    if isinstance(n, Assign):
+        if n.op in ("max=", "min="):
+            f = "max" if n.op == "max=" else "min"
+            return [f"{p}{n.target} = std::{f}<T>({n.target}, {n.value});"]
+        return [f"{p}{n.target} {n.op} {n.value};"]
+    if isinstance(n, If):
+        out = [f"{p}if ({n.cond}) {{", *_block(n.then, d + 1)]
+        if n.orelse:
+            out += [f"{p}}} else {{", *_block(n.orelse, d + 1)]
+        return out + [f"{p}}}"]
+    if isinstance(n, Comment):
+        return [f"{p}// {n.text}"]
+    raise TypeError(f"codegen: unknown node {type(n).__name__}")

@@ -1,0 +1,84 @@
+"""Conversions between matrix formats: every format goes through canonical CSR.
+
+The sorting work (COO → CSR, CSR ↔ CSC, duplicate summing) runs in ``csrc/convert.cpp``;
+the rest are single vectorised torch ops (prefix sums, repeats).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import NotSupported
+from . import convert
+from .formats import COO, CSC, CSR, DCSR, DCSC, Format
+
+
+def _lengths(pos: torch.Tensor) -> torch.Tensor:
+    return pos[1:] - pos[:-1]
+
+
+def _expand(coords: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Repeat each parent coordinate once per child position."""
+    return torch.repeat_interleave(coords, _lengths(pos).long()).to(pos.dtype)
+
+
+def coordinates(t) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coordinate of dim 0, coordinate of dim 1) for every stored entry of a matrix, in storage order."""
+    if t.ndim != 2:
+        raise NotSupported(f"coordinates: only matrices (got {t.ndim} dimensions)")
+    codes, idt = t.format.codes, t.index_dtype
+    if codes in ("ds", "du"):
+        outer = _expand(torch.arange(t.level_dim(0), dtype=idt), t.pos[1])
+        inner = t.crd[1]
+    elif codes in ("uq", "sq"):
+        outer, inner = t.crd[0], t.crd[1]
+    elif codes in ("ss", "su"):
+        outer, inner = _expand(t.crd[0], t.pos[1]), t.crd[1]
+    elif codes == "dd":
+        n0, n1 = t.level_dim(0), t.level_dim(1)
+        outer = torch.arange(n0, dtype=idt).repeat_interleave(n1)
+        inner = torch.arange(n1, dtype=idt).repeat(n0)
+    else:
+        raise NotSupported(f"coordinates: format {t.format!r}")
+    return (outer, inner) if t.format.order == (0, 1) else (inner, outer)
+
+
+def _to_csr(t):
+    """Canonical CSR (sorted, unique) of a matrix in any format."""
+    from .tensor import SparseTensor
+    if t.format == CSR:
+        return t
+    if t.format.codes == "ds" and t.format.order == (1, 0):  # CSC: transpose its storage
+        pos, crd, val = convert.csr_transpose(t.pos[1], t.crd[1], t.values, (t.shape[1], t.shape[0]))
+        return SparseTensor(t.shape, CSR, [None, pos], [None, crd], val, check=False)
+    r, c = coordinates(t)
+    pos, crd, val = convert.coo_to_csr(r, c, t.values, tuple(t.shape), sum_duplicates=True)
+    return SparseTensor(t.shape, CSR, [None, pos], [None, crd], val, check=False)
+
+
+def _from_csr(a, fmt: Format):
+    from .tensor import SparseTensor
+    pos, crd = a.pos[1], a.crd[1]
+    if fmt == CSR:
+        return a
+    if fmt == CSC:
+        p, c, v = convert.csr_transpose(pos, crd, a.values, tuple(a.shape))
+        return SparseTensor(a.shape, CSC, [None, p], [None, c], v, check=False)
+    if fmt == COO:
+        rows = _expand(torch.arange(a.shape[0], dtype=pos.dtype), pos)
+        top = torch.tensor([0, crd.numel()], dtype=pos.dtype)
+        return SparseTensor(a.shape, COO, [top, None], [rows, crd], a.values, check=False)
+    if fmt == DCSR:
+        rows = torch.nonzero(_lengths(pos)).reshape(-1).to(pos.dtype)
+        top = torch.tensor([0, rows.numel()], dtype=pos.dtype)
+        inner = torch.cat([pos[rows.long()], pos[-1:]])
+        return SparseTensor(a.shape, DCSR, [top, inner], [rows, crd], a.values, check=False)
+    if fmt == DCSC:
+        return _from_csr(_to_csr(a.transpose()), DCSR).transpose()
+    raise NotSupported(f"convert: format {fmt!r} (supported: csr, csc, coo, dcsr, dcsc)")
+
+
+def convert_format(t, fmt: Format):
+    """``t`` in format ``fmt`` (matrices only)."""
+    if t.ndim != 2:
+        raise NotSupported(f"convert: only matrices (got {t.ndim} dimensions)")
+    return _from_csr(_to_csr(t), fmt)

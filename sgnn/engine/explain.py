@@ -1,0 +1,59 @@
+"""``explain()``: what the compiler decided for an expression, section by section in pipeline order."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Explanation:
+    """Fields tests can assert on; ``str()`` prints them in pipeline order."""
+
+    expression: str
+    normalized: str
+    formats: dict  # operand -> "csr[int32,float32]" / "dense[float32, 2-d]"
+    decisions: list
+    output: str
+    loop_order: tuple
+    parallel: str
+    tile: object
+    loop_ir: str
+    cpp: str
+    cache_key: str
+    cache_hit: bool
+    conversions: list = field(default_factory=list)
+
+    @property
+    def cpp_lines(self) -> int:
+        return self.cpp.count("\n")
+
+    def __str__(self) -> str:
+        fmts = "\n".join(f"  {k}: {v}" for k, v in self.formats.items())
+        dec = "\n".join(f"  - {d}" for d in self.decisions)
+        return (f"== expression\n  {self.expression}\n  normalised: {self.normalized}\n"
+                f"== formats\n{fmts}\n== schedule\n{dec}\n== loop IR\n{self.loop_ir}\n"
+                f"== C++ ({self.cpp_lines} lines, cache key {self.cache_key}, "
+                f"{'hit' if self.cache_hit else 'miss'})\n{self.cpp}")
+
+    def _repr_pretty_(self, p, cycle):  # IPython
+        p.text(str(self))
+
+
+def explain_plan(plan, ops: dict) -> Explanation:
+    s = plan.sched
+    by_slot, sizes, tile, why = plan.prepare(ops)
+    k = plan.kernel(tile, why)
+    formats = {}
+    for a, sl in s.slots.items():
+        info = sl.info
+        if sl.sparse:
+            fmt = sl.format.name + (f" (converted from {info.format.name})" if sl.convert_to else "")
+            formats[str(a)] = f"{fmt} [{info.index_dtype} indices, {info.value_dtype or 'pattern-only'}]"
+        else:
+            formats[str(a)] = f"dense [{info.value_dtype}, {info.ndim}-d]"
+    decisions = list(s.decisions) + ([why] if why else [])
+    return Explanation(
+        expression=str(plan.stmt), normalized=str(s.stmt), formats=formats, decisions=decisions,
+        output=s.output, loop_order=tuple(s.outer) + tuple(s.inner),
+        parallel=(f"over {s.outer[0]}" if s.parallel else "serial"), tile=tile, loop_ir=k.loop_ir,
+        cpp=k.source, cache_key=k.info["key"], cache_hit=bool(k.info.get("hit")),
+        conversions=[str(d) for d in s.decisions if str(d).startswith("convert")])

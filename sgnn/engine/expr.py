@@ -1,0 +1,352 @@
+"""Index notation: the expressions sgnn compiles.
+
+An expression is a tree of frozen nodes over named tensors and index variables:
+
+- ``Access``   ``A[i, j]``: a tensor read (sparse or dense, bound at call time by name)
+- ``Pattern``  ``pattern(A[i, j])``: 1 wherever A stores an entry; restricts an iteration domain
+- ``Const``, ``Call`` (exp, log, relu, leaky_relu, elu, sigmoid, tanh, abs, sqrt, neg),
+  ``BinOp`` (+, -, *, /, max, min)
+- ``Reduce``   ``sum_j body`` / ``max_j`` / ``min_j``
+- ``Softmax``  softmax of ``body`` over ``j`` within the row pattern of a sparse access
+
+**Sampled semantics**: a reduction over an index that a sparse operand stores iterates only the
+stored entries (products intersect, sums unite the operands' patterns), so ``max`` and
+``softmax`` over a sparse row range over the row's neighbours, not over implicit zeros.
+
+Build expressions with Python operators::
+
+    i, j, k = indices("i j k")
+    A, X = tensors("A X")
+    stmt = compute((i, k), sum_(j, A[i, j] * X[j, k]))        # SpMM
+
+or from an einsum string with ``parse_einsum("ik,kj->ij")``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+
+UNARY = ("exp", "log", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "abs", "sqrt", "neg")
+BINARY = ("+", "-", "*", "/", "max", "min")
+REDUCTIONS = ("sum", "max", "min")
+
+
+class Expr:
+    """Base class: arithmetic operators build trees."""
+
+    __slots__ = ()
+
+    def __add__(self, o): return BinOp("+", self, _lift(o))
+    def __radd__(self, o): return BinOp("+", _lift(o), self)
+    def __sub__(self, o): return BinOp("-", self, _lift(o))
+    def __rsub__(self, o): return BinOp("-", _lift(o), self)
+    def __mul__(self, o): return BinOp("*", self, _lift(o))
+    def __rmul__(self, o): return BinOp("*", _lift(o), self)
+    def __truediv__(self, o): return BinOp("/", self, _lift(o))
+    def __rtruediv__(self, o): return BinOp("/", _lift(o), self)
+    def __neg__(self): return Call("neg", (self,))
+
+    @property
+    def free(self) -> frozenset[str]:
+        """Index variables this expression depends on (not bound by a reduction inside it)."""
+        return _free(self)
+
+
+def _lift(x) -> Expr:
+    if isinstance(x, Expr):
+        return x
+    if isinstance(x, (int, float)):
+        return Const(float(x))
+    raise UserError(f"expression: expected an expression or a number (got {type(x).__name__})")
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """An index variable."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class Access(Expr):
+    """for the stored entry of tensor ``name`` at coordinates ``idx``"""
+
+    name: str
+    idx: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.name}[{','.join(self.idx)}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern(Expr):
+    """1 where ``access`` stores an entry (its value is not read)."""
+
+    access: Access
+
+    def __str__(self) -> str:
+        return f"pattern({self.access})"
+
+
+@dataclass(frozen=True, slots=True)
+class Const(Expr):
+    value: float
+
+    def __str__(self) -> str:
+        return repr(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Expr):
+    """fn(args...) with an optional scalar parameter (leaky_relu slope, elu alpha)."""
+
+    fn: str
+    args: tuple[Expr, ...]
+    param: float | None = None
+
+    def __str__(self) -> str:
+        extra = f", {self.param}" if self.param is not None else ""
+        return f"{self.fn}({', '.join(map(str, self.args))}{extra})"
+
+
+@dataclass(frozen=True, slots=True)
+class BinOp(Expr):
+    op: str
+    a: Expr
+    b: Expr
+
+    def __str__(self) -> str:
+        if self.op in ("max", "min"):
+            return f"{self.op}({self.a}, {self.b})"
+        return f"({self.a} {self.op} {self.b})"
+
+
+@dataclass(frozen=True, slots=True)
+class Reduce(Expr):
+    """for v in idx: acc = op(acc, body)"""
+
+    op: str
+    idx: tuple[str, ...]
+    body: Expr
+
+    def __str__(self) -> str:
+        return f"{self.op}_{{{','.join(self.idx)}}}({self.body})"
+
+
+@dataclass(frozen=True, slots=True)
+class Softmax(Expr):
+    """softmax of ``body`` over ``idx`` within the pattern of ``over`` (a sparse access)."""
+
+    idx: str
+    body: Expr
+    over: Access
+
+    def __str__(self) -> str:
+        return f"softmax_{self.idx}({self.body} over {self.over})"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """``out[idx] = expr``: what one kernel computes."""
+
+    idx: tuple[str, ...]
+    expr: Expr
+    name: str = "out"
+    inputs: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        if not self.inputs:
+            object.__setattr__(self, "inputs", tuple(dict.fromkeys(a.name for a in accesses(self.expr))))
+        extra = set(self.expr.free) - set(self.idx)
+        if extra:
+            raise UserError(f"compute: index {sorted(extra)} is used but neither an output index nor "
+                            f"reduced; wrap the expression in sum_(...)")
+        if len(set(self.idx)) != len(self.idx):
+            raise UserError(f"compute: repeated output index in {self.idx}")
+
+    def __str__(self) -> str:
+        return f"{self.name}[{','.join(self.idx)}] = {self.expr}"
+
+
+# ---------------------------------------------------------------- building
+
+
+class Placeholder:
+    """A named tensor slot: ``A[i, j]`` makes an Access."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __getitem__(self, idx) -> Access:
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        return Access(self.name, tuple(_name(i) for i in idx))
+
+
+def _name(i) -> str:
+    if isinstance(i, Index):
+        return i.name
+    if isinstance(i, str) and i.isidentifier():
+        return i
+    raise UserError(f"expected an index variable (got {i!r})")
+
+
+def indices(names: str) -> tuple[Index, ...]:
+    """``i, j = indices("i j")``"""
+    return tuple(Index(n) for n in names.replace(",", " ").split())
+
+
+def tensors(names: str) -> tuple[Placeholder, ...]:
+    """``A, X = tensors("A X")``"""
+    return tuple(Placeholder(n) for n in names.replace(",", " ").split())
+
+
+def _idx(idx) -> tuple[str, ...]:
+    idx = idx if isinstance(idx, (tuple, list)) else (idx,)
+    return tuple(_name(i) for i in idx)
+
+
+def sum_(idx, body) -> Reduce:
+    return Reduce("sum", _idx(idx), _lift(body))
+
+
+def max_(idx, body) -> Reduce:
+    return Reduce("max", _idx(idx), _lift(body))
+
+
+def min_(idx, body) -> Reduce:
+    return Reduce("min", _idx(idx), _lift(body))
+
+
+def softmax(idx, body, over: Access) -> Softmax:
+    """Softmax of ``body`` over index ``idx`` restricted to the stored entries of ``over``."""
+    if not isinstance(over, Access):
+        raise UserError("softmax: expected over= to be a tensor access such as A[i, j]")
+    (v,) = _idx(idx)
+    if v not in over.idx:
+        raise UserError(f"softmax: index {v} does not appear in {over}")
+    return Softmax(v, _lift(body), over)
+
+
+def pattern(access: Access) -> Pattern:
+    return Pattern(access)
+
+
+def _unary(fn):
+    def f(x, param=None):
+        return Call(fn, (_lift(x),), None if param is None else float(param))
+    f.__name__ = fn
+    return f
+
+
+exp, log, relu, elu, sigmoid, tanh, sqrt = map(_unary, ("exp", "log", "relu", "elu", "sigmoid", "tanh", "sqrt"))
+abs_ = _unary("abs")
+
+
+def leaky_relu(x, negative_slope: float = 0.01) -> Call:
+    return Call("leaky_relu", (_lift(x),), float(negative_slope))
+
+
+def maximum(a, b) -> BinOp:
+    return BinOp("max", _lift(a), _lift(b))
+
+
+def minimum(a, b) -> BinOp:
+    return BinOp("min", _lift(a), _lift(b))
+
+
+def compute(idx, expr, name: str = "out") -> Statement:
+    """The statement ``name[idx] = expr``."""
+    return Statement(_idx(idx), _lift(expr), name)
+
+
+# ---------------------------------------------------------------- traversal
+
+
+def children(e: Expr) -> tuple[Expr, ...]:
+    if isinstance(e, Call):
+        return e.args
+    if isinstance(e, BinOp):
+        return (e.a, e.b)
+    if isinstance(e, Reduce):
+        return (e.body,)
+    if isinstance(e, Softmax):
+        return (e.body, Pattern(e.over))
+    if isinstance(e, Pattern):
+        return (e.access,)
+    return ()
+
+
+def walk(e: Expr):
+    """Pre-order traversal."""
+    yield e
+    for c in children(e):
+        yield from walk(c)
+
+
+def accesses(e: Expr) -> list[Access]:
+    return [x for x in walk(e) if isinstance(x, Access)]
+
+
+def _free(e: Expr) -> frozenset[str]:
+    if isinstance(e, Access):
+        return frozenset(e.idx)
+    if isinstance(e, Reduce):
+        return _free(e.body) - set(e.idx)
+    if isinstance(e, Softmax):
+        return (_free(e.body) | frozenset(e.over.idx))
+    out = frozenset()
+    for c in children(e):
+        out |= _free(c)
+    return out
+
+
+# ---------------------------------------------------------------- einsum strings
+
+_TERM = re.compile(r"^[A-Za-z]*$")
+
+
+def parse_einsum(spec: str, nargs: int) -> Statement:
+    """``"ik,kj->ij"`` → ``out[i,j] = sum_k t0[i,k] * t1[k,j]`` (operands named t0, t1, ...).
+
+    Without ``->`` the output is every index that appears once, in alphabetical order (NumPy's rule).
+    """
+    if not isinstance(spec, str):
+        raise UserError(f"einsum: expected a spec string such as 'ik,kj->ij' (got {type(spec).__name__})")
+    s = spec.replace(" ", "")
+    if s.count("->") > 1:
+        raise UserError(f"einsum: malformed spec {spec!r} (more than one '->')")
+    lhs, arrow, rhs = s.partition("->")
+    terms = lhs.split(",") if lhs else []
+    if len(terms) != nargs:
+        raise UserError(f"einsum: spec {spec!r} names {len(terms)} operands (got {nargs})")
+    for t in (*terms, rhs):
+        if not _TERM.match(t):
+            raise UserError(f"einsum: malformed spec {spec!r}: only letters, ',' and '->' are allowed")
+    for t in terms:
+        if len(set(t)) != len(t):
+            raise UserError(f"einsum: repeated index within one operand ({t!r}) is not supported (no traces)")
+    counts: dict[str, int] = {}
+    for t in terms:
+        for c in t:
+            counts[c] = counts.get(c, 0) + 1
+    if not arrow:
+        rhs = "".join(sorted(c for c, n in counts.items() if n == 1))
+    if len(set(rhs)) != len(rhs):
+        raise UserError(f"einsum: repeated output index in {spec!r}")
+    missing = [c for c in rhs if c not in counts]
+    if missing:
+        raise UserError(f"einsum: output index {missing} does not appear in any operand of {spec!r}")
+    body: Expr | None = None
+    for n, t in enumerate(terms):
+        a = Access(f"t{n}", tuple(t))
+        body = a if body is None else body * a
+    if body is None:
+        raise UserError("einsum: expected at least one operand")
+    reduced = tuple(c for c in dict.fromkeys("".join(terms)) if c not in rhs)
+    expr = Reduce("sum", reduced, body) if reduced else body
+    return Statement(tuple(rhs), expr, "out", tuple(f"t{n}" for n in range(nargs)))

@@ -1,0 +1,263 @@
+"""Runtime: plans (schedule + compiled kernels) called on tensor memory without copies.
+
+A ``Plan`` is memoised per (expression, operand signatures); it holds one compiled ``Kernel``
+per tile choice. A call checks shapes, converts operands whose format the schedule asked for
+(cached on the tensor), allocates the output with ``torch.empty`` and passes raw pointers.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..config import log, settings
+from ..errors import InternalError, UserError
+from . import codegen, compiler
+from .expr import Statement
+from .formats import Format
+from .loopir import show
+from .lower import all_vars, lower
+from .schedule import Decision, OperandInfo, Schedule, Tile, make_schedule, tile_for
+from .tensor import SparseTensor
+
+_CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t"}
+_TORCH = {"float32": torch.float32, "float64": torch.float64}
+_DTYPE_NAME = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+               torch.bfloat16: "bfloat16", torch.int32: "int32", torch.int64: "int64"}
+
+
+@dataclass
+class Kernel:
+    """One compiled kernel: its C functions, source, loop IR and cache facts."""
+
+    fns: dict
+    params: list
+    source: str
+    loop_ir: str
+    info: dict
+    tile: Tile | None
+    tile_decision: Decision | None
+
+
+def operand_info(t) -> OperandInfo:
+    """The specialisation key of an operand (cached on sparse tensors, which are immutable)."""
+    if isinstance(t, SparseTensor):
+        return t.derived("info", lambda: OperandInfo.of(t))
+    return OperandInfo(False, t.dim(), None, None, _DTYPE_NAME.get(t.dtype, str(t.dtype)))
+
+
+def as_operand(t, name: str):
+    """A SparseTensor, or a dense CPU tensor (made contiguous: documented copy for strided views)."""
+    if isinstance(t, SparseTensor):
+        return t
+    if not isinstance(t, torch.Tensor):
+        raise UserError(f"operand {name}: expected a torch.Tensor or sgnn.SparseTensor (got {type(t).__name__})")
+    if t.layout != torch.strided:
+        return SparseTensor.from_torch(t)
+    if t.device.type != "cpu":
+        raise UserError(f"operand {name}: expected a CPU tensor (got device {t.device}); call .cpu() first")
+    if t.requires_grad and torch.is_grad_enabled():
+        t = t.detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return t
+
+
+class Plan:
+    """A scheduled statement; kernels are compiled per tile on first use."""
+
+    def __init__(self, stmt: Statement, infos: dict[str, OperandInfo]):
+        self.stmt = stmt
+        self.infos = infos
+        self.sched: Schedule = make_schedule(stmt, infos)
+        self.kernels: dict = {}
+        self.vars = all_vars(self.sched)
+        s = self.sched
+        self.index_ctypes = {sl.key: _CTYPE[sl.info.index_dtype] for sl in s.slots.values() if sl.sparse}
+        # where each index's size is read from: (operand name, dimension) for every access using it
+        self.size_sources: dict[str, list] = {v: [] for v in self.vars}
+        for a, sl in s.slots.items():
+            for d, v in enumerate(a.idx):
+                if v in self.size_sources and (sl.operand, d) not in self.size_sources[v]:
+                    self.size_sources[v].append((sl.operand, d))
+        self.value_dtype = _TORCH[s.value_dtype]
+
+    # ------------------------------------------------------------ compile
+    def kernel(self, tile: Tile | None, tile_decision: Decision | None) -> Kernel:
+        k = self.kernels.get(tile)
+        if k is not None:
+            return k
+        fns, low = lower(self.sched, tile, self.index_ctypes)
+        params = fns[0].params
+        header = str(self.sched.stmt) + "\n" + "\n".join(str(d) for d in self.sched.decisions)
+        source = codegen.render(fns, name="sgnn", value_ctype=_CTYPE[self.sched.value_dtype],
+                                tile=tile.size if tile else None, header=header)
+        log(2, "schedule:\n  " + "\n  ".join(str(d) for d in self.sched.decisions))
+        ir = "\n".join(f"{fn.name}:\n{show(fn.body, 1)}" for fn in fns)
+        log(3, "loop IR:\n" + ir)
+        log(4, "C++:\n" + source)
+        lib, info = compiler.build(source, name=f"kernel[{self.stmt}]")
+        cfns = {}
+        for fn in fns:
+            f = getattr(lib, f"sgnn_{fn.name}")
+            f.argtypes = codegen.argtypes(fn.params)
+            f.restype = None
+            cfns[fn.name] = f
+        k = Kernel(cfns, params, source, ir, info, tile, tile_decision)
+        self.kernels[tile] = k
+        return k
+
+    # ------------------------------------------------------------ call
+    def sizes(self, ops: dict) -> dict[str, int]:
+        sizes = {}
+        for v, srcs in self.size_sources.items():
+            first = None
+            for name, d in srcs:
+                n = ops[name].shape[d]
+                if first is None:
+                    first, sizes[v] = (name, d), n
+                elif n != sizes[v]:
+                    raise UserError(f"size mismatch for index {v!r}: {first[0]} has {sizes[v]} (dimension "
+                                    f"{first[1]}) but {name} has {n} (dimension {d})")
+        return sizes
+
+    def prepare(self, ops: dict):
+        """Converted operands per slot key, index sizes, tile and kernel."""
+        s = self.sched
+        by_slot = {}
+        for sl in s.slots.values():
+            t = ops[sl.operand]
+            by_slot[sl.key] = t.to(sl.convert_to) if sl.convert_to is not None else t
+        sizes = self.sizes(ops)
+        tile, why = tile_for(s, sizes)
+        return by_slot, sizes, tile, why
+
+    def __call__(self, ops: dict):
+        by_slot, sizes, tile, why = self.prepare(ops)
+        k = self.kernel(tile, why)
+        return self.run(k, by_slot, sizes)
+
+    def run(self, k: Kernel, by_slot: dict, sizes: dict):
+        s = self.sched
+        args, keep = [], []
+        for name, _ in k.params:
+            if name.startswith("N_"):
+                args.append(sizes[name[2:]])
+        for sl in _unique_slots(s):
+            t = by_slot[sl.key]
+            if not sl.sparse:
+                args.append(t.data_ptr())
+                continue
+            for lk, lv in enumerate(sl.format.levels):
+                if lv.has_pos:
+                    args.append(t.pos[lk].data_ptr())
+                if lv.has_crd:
+                    args.append(t.crd[lk].data_ptr())
+            if sl.info.value_dtype is not None:
+                args.append(t.values.data_ptr())
+        out_shape = tuple(sizes[v] for v in s.stmt.idx)
+        inner = 1
+        for v in s.inner:
+            inner *= sizes[v]
+        nthreads = torch.get_num_threads()
+        bounds, nparts = self.bounds(by_slot, sizes, nthreads)
+        tail = [bounds.data_ptr(), nparts, nthreads]
+        if s.output == "dense":
+            out = torch.empty(out_shape, dtype=self.value_dtype)
+            k.fns["compute"](*args, out.data_ptr(), *tail)
+            return out
+        driver = by_slot[s.slots[s.driver].key]
+        if s.output == "sampled":
+            vals = torch.empty(driver.nnz * inner, dtype=self.value_dtype)
+            k.fns["compute"](*args, vals.data_ptr(), *tail)
+            n_extra = len(s.inner)
+            return SparseTensor(out_shape, s.out_format, list(driver.pos) + [None] * n_extra,
+                                list(driver.crd) + [None] * n_extra, vals, check=False)
+        rows = sizes[s.outer[0]]
+        pos = torch.zeros(rows + 1, dtype=torch.int64)
+        dummy = torch.empty(0, dtype=torch.int64)
+        k.fns["count"](*args, pos.data_ptr(), dummy.data_ptr(), dummy.data_ptr(), *tail)
+        torch.cumsum(pos, 0, out=pos)
+        nnz = int(pos[-1])
+        crd = torch.empty(nnz, dtype=torch.int64)
+        vals = torch.empty(nnz * inner, dtype=self.value_dtype)
+        k.fns["compute"](*args, pos.data_ptr(), crd.data_ptr(), vals.data_ptr(), *tail)
+        n_extra = len(s.inner)
+        return SparseTensor(out_shape, s.out_format, [None, pos] + [None] * n_extra,
+                            [None, crd] + [None] * n_extra, vals, check=False)
+
+    def bounds(self, by_slot, sizes, nthreads):
+        s = self.sched
+        if not s.outer:
+            return _EMPTY_BOUNDS, 0
+        n = sizes[s.outer[0]]
+        nparts = max(1, min(n, nthreads * 8)) if n else 0
+        if s.partition_slot is not None:
+            t = by_slot[s.partition_slot.key]
+            return t.derived(("parts", nparts), lambda: balanced_bounds(t.pos[1], nparts)), nparts
+        key = (n, nparts)
+        if key not in _UNIFORM:
+            _UNIFORM[key] = torch.linspace(0, n, nparts + 1).round().to(torch.int64) if nparts else _EMPTY_BOUNDS
+        return _UNIFORM[key], nparts
+
+
+_EMPTY_BOUNDS = torch.zeros(1, dtype=torch.int64)
+_UNIFORM: dict = {}
+ROW_COST = 1  # a row costs about as much as this many nonzeros (loop overhead, output write)
+
+
+def balanced_bounds(pos: torch.Tensor, nparts: int) -> torch.Tensor:
+    """Row boundaries cutting ``rows + nnz`` work into ``nparts`` nearly equal parts."""
+    n = pos.numel() - 1
+    if nparts <= 0:
+        return _EMPTY_BOUNDS
+    cost = pos.to(torch.int64) + ROW_COST * torch.arange(n + 1, dtype=torch.int64)
+    targets = torch.linspace(0, float(cost[-1]), nparts + 1, dtype=torch.float64)
+    b = torch.searchsorted(cost.to(torch.float64), targets).to(torch.int64)
+    b[0], b[-1] = 0, n
+    return torch.cummax(b, 0).values.contiguous()
+
+
+def _unique_slots(s: Schedule):
+    seen, out = set(), []
+    for sl in s.slots.values():
+        if sl.key not in seen:
+            seen.add(sl.key)
+            out.append(sl)
+    return out
+
+
+# ---------------------------------------------------------------- memo and entry points
+
+_plans: dict = {}
+
+
+def plan_for(stmt: Statement, ops: dict, memo_key=None) -> Plan:
+    infos = {n: operand_info(t) for n, t in ops.items()}
+    key = (memo_key if memo_key is not None else stmt, tuple(infos.items()))
+    p = _plans.get(key)
+    if p is None:
+        p = Plan(stmt, infos)
+        _plans[key] = p
+    return p
+
+
+def evaluate(stmt: Statement, ops: dict, memo_key=None):
+    """Compile (once) and run ``stmt`` on the named operands."""
+    ops = {n: as_operand(t, n) for n, t in ops.items()}
+    missing = [n for n in stmt.inputs if n not in ops]
+    if missing:
+        raise UserError(f"no tensor bound to {missing} (the expression reads {list(stmt.inputs)})")
+    return plan_for(stmt, ops, memo_key)(ops)
+
+
+def timed(fn, *a):
+    t0 = time.perf_counter()
+    out = fn(*a)
+    return out, 1e3 * (time.perf_counter() - t0)
+
+
+__all__ = ["Plan", "Kernel", "evaluate", "plan_for", "balanced_bounds", "ctypes", "InternalError",
+           "Format", "settings"]
