@@ -366,11 +366,14 @@ class Lowerer:
         return product([CVar(name)] + rest), [(name, product(here))]
 
     def dense_loop(self, w: str, env: Env, inside, innermost: bool) -> tuple:
-        env2 = env.child(bound=env.bound + (w,))
+        """A dense output index: a plain loop that locates any sparse access storing it densely."""
+        accs = self.sparse_accesses_on(self.s.stmt.expr, w, env)
+        env2 = self.bind(w, env, accs, {}, {})
         kind = "simd" if innermost else "serial"
         if self.tile is not None and w == self.tile.var:
-            return (For("cc", "0", env.tn, (Let("int64_t", var(w), "t0 + cc"), *inside(env2)), kind=kind),)
-        return (For(var(w), "0", size(w), inside(env2), kind=kind),)
+            return (For("cc", "0", env.tn, (Let("int64_t", var(w), "t0 + cc"), *env2.lets, *inside(env2)),
+                        kind=kind),)
+        return (For(var(w), "0", size(w), (*env2.lets, *inside(env2)), kind=kind),)
 
     def dense_nest(self, dims, env, leaf) -> tuple:
         if not dims:

@@ -286,7 +286,7 @@ def make_schedule(stmt: Statement, infos: dict[str, OperandInfo]) -> Schedule:
     value_dtype = _value_dtype(infos, accs)
     out_set = set(stmt.idx)
     sparse_accs = [a for a in accs if infos[a.name].sparse]
-    outer_set = {v for a in sparse_accs for v in a.idx if v in out_set}
+    outer_set = {v for a in sparse_accs for v in _leading_vars(a, infos[a.name]) if v in out_set}
     inner = tuple(v for v in stmt.idx if v not in outer_set)
     # loop order of the outer indices: follow the stored level order of the sparse accesses
     edges: set = set()
@@ -334,6 +334,14 @@ def make_schedule(stmt: Statement, infos: dict[str, OperandInfo]) -> Schedule:
                     parallel, partition, value_dtype, decisions)
 
 
+def _leading_vars(a: Access, info: OperandInfo) -> list[str]:
+    """Indices a sparse access stores up to its last compressed level (trailing dense levels excluded:
+    they can run innermost like any dense index, e.g. the head index of per-edge values)."""
+    fmt = info.format
+    last = max((k for k, lv in enumerate(fmt.levels) if lv.kind != "dense"), default=len(fmt.levels) - 1)
+    return [a.idx[fmt.order[k]] for k in range(last + 1)]
+
+
 def _accesses_in(e: Expr) -> list[Access]:
     return [x.access if isinstance(x, Pattern) else x for x in walk(e) if isinstance(x, (Access, Pattern))]
 
@@ -363,7 +371,7 @@ def _slot_for(a: Access, info: OperandInfo, rank, decisions) -> Slot:
         ranks = [rank.get(a.idx[d], (1, 0)) for d in f.order]
         return ranks == sorted(ranks)
 
-    natively = fmt.codes in ("ds", "du") or (fmt.codes.startswith("d") and set(fmt.codes[1:]) <= {"s", "d"})
+    natively = fmt.codes.startswith("d") and set(fmt.codes[1:]) <= {"s", "u", "d"}
     if natively and concordant(fmt):
         return Slot(key, a.name, info)
     if info.ndim != 2:

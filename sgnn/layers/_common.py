@@ -1,0 +1,89 @@
+"""Helpers shared by the layers: feature transforms (dense GEMM or sparse×dense by density)."""
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from ..engine import SparseTensor, einsum
+from ..errors import UserError
+
+SPARSE_FEATURE_DENSITY = 0.1  # below this fraction of nonzeros, X·W runs as a sparse×dense product
+_SAMPLE = 4096
+
+
+class TensorCache:
+    """Values cached per tensor *object* (identity, not equality), dropped when the tensor dies."""
+
+    def __init__(self):
+        self._d: dict[int, tuple] = {}
+
+    def get(self, t):
+        hit = self._d.get(id(t))
+        return hit[1] if hit is not None and hit[0]() is t else None
+
+    def set(self, t, value) -> None:
+        key = id(t)
+        try:
+            ref = weakref.ref(t, lambda _r, key=key, d=self._d: d.pop(key, None))
+        except TypeError:
+            return
+        self._d[key] = (ref, value)
+
+
+_sparse_x = TensorCache()
+
+
+def check_x(x, name: str = "x") -> None:
+    if isinstance(x, SparseTensor):
+        return
+    if not isinstance(x, torch.Tensor):
+        raise UserError(f"Expected '{name}' to be a Tensor (got {type(x).__name__})")
+    if x.dim() != 2:
+        raise UserError(f"Expected '{name}' to be two-dimensional [num_nodes, channels] (got {x.dim()} dimensions)")
+    if x.device.type != "cpu":
+        raise UserError(f"Expected '{name}' on the CPU (got device {x.device})")
+    if not x.is_floating_point():
+        raise UserError(f"Expected '{name}' to hold floating point values (got {x.dtype})")
+
+
+def _as_sparse_features(x: torch.Tensor) -> SparseTensor | None:
+    """The CSR of a mostly-zero dense feature matrix (decided by sampling, cached per tensor version)."""
+    if x.layout != torch.strided:
+        return SparseTensor.from_torch(x)
+    if x.requires_grad and torch.is_grad_enabled():
+        return None
+    hit = _sparse_x.get(x)
+    sig = (x._version, x.data_ptr(), tuple(x.shape), x.dtype)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    n = x.numel()
+    if n < 65536:
+        result = None
+    else:
+        flat = x.reshape(-1)
+        idx = torch.randint(0, n, (_SAMPLE,), generator=torch.Generator().manual_seed(0))
+        density = float((flat[idx] != 0).float().mean())
+        result = SparseTensor.from_dense(x) if density < SPARSE_FEATURE_DENSITY else None
+    _sparse_x.set(x, (sig, result))
+    return result
+
+
+def matmul_t(x, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` (a torch Linear's product), sparse×dense when ``x`` is mostly zeros."""
+    xs = x if isinstance(x, SparseTensor) else _as_sparse_features(x)
+    if xs is None:
+        return x @ weight.t()
+    w = weight.detach()
+    if xs.dtype != w.dtype and xs.values is not None:
+        raise UserError(f"dtype mismatch: x is {xs.dtype} but the weight is {w.dtype}")
+    return einsum("ik,jk->ij", xs, w)
+
+
+def dense_features(x, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` as a dense tensor of ``dtype`` (for products that aggregate raw features)."""
+    if isinstance(x, SparseTensor):
+        return x.to_dense().to(dtype)
+    if x.layout != torch.strided:
+        return x.to_dense().to(dtype)
+    return x.to(dtype)

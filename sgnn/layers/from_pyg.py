@@ -1,0 +1,61 @@
+"""``from_pyg``: swap a PyG model's supported convolutions for sgnn's, keeping the weights."""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+
+def _convert(m: nn.Module) -> nn.Module | None:
+    try:
+        from torch_geometric import nn as pyg
+    except ImportError:  # PyG not installed: nothing to convert
+        return None
+    from .gat_conv import GATConv
+    from .gcn_conv import GCNConv
+    from .sage_conv import SAGEConv
+    if isinstance(m, pyg.GCNConv):
+        new = GCNConv(m.in_channels, m.out_channels, improved=m.improved, cached=m.cached,
+                      add_self_loops=m.add_self_loops, normalize=m.normalize, bias=m.bias is not None)
+    elif isinstance(m, pyg.SAGEConv):
+        aggr = m.aggr if isinstance(m.aggr, str) else None
+        if aggr not in ("mean", "sum", "add", "max"):
+            return None
+        new = SAGEConv(m.in_channels, m.out_channels, aggr=aggr, normalize=m.normalize,
+                       root_weight=m.root_weight, project=m.project, bias=m.lin_l.bias is not None)
+    elif isinstance(m, pyg.GATConv):
+        new = GATConv(m.in_channels, m.out_channels, heads=m.heads, concat=m.concat,
+                      negative_slope=m.negative_slope, dropout=m.dropout, add_self_loops=m.add_self_loops,
+                      edge_dim=m.edge_dim, fill_value=m.fill_value, bias=m.bias is not None,
+                      residual=getattr(m, "residual", False))
+    else:
+        return None
+    new.load_state_dict(m.state_dict())
+    new.train(m.training)
+    return new
+
+
+def from_pyg(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose PyG ``GCNConv``/``SAGEConv``/``GATConv`` are sgnn layers.
+
+    Nested modules are searched recursively; other modules (linear layers, norms, activations)
+    are kept as they are. The result is called exactly like the original.
+
+    >>> from torch_geometric.nn import GCNConv as PyGGCN
+    >>> fast = from_pyg(torch.nn.Sequential(PyGGCN(8, 4)))
+    """
+    top = _convert(model)
+    if top is not None:
+        return top
+    out = copy.deepcopy(model)
+    _swap(out)
+    return out
+
+
+def _swap(m: nn.Module) -> None:
+    for name, child in list(m.named_children()):
+        new = _convert(child)
+        if new is not None:
+            setattr(m, name, new)
+        else:
+            _swap(child)
