@@ -43,7 +43,7 @@ def _node(n, d: int) -> list[str]:
     p = "  " * d
     if isinstance(n, Parallel):
         alloc = [f"{p}  T* {b.name} = sg::scratch<T>({b.size});" for b in n.buffers]
-        free = [f"{p}  std::free({b.name});" for b in n.buffers]
+        free = [f"{p}  free({b.name});" for b in n.buffers]
         head = [f"{p}#pragma omp parallel num_threads(nthreads)"] if n.threads else []
         return [*head, f"{p}{{", *alloc, *_block(n.body, d + 1), *free, f"{p}}}"]
     if isinstance(n, For):
@@ -70,7 +70,7 @@ def _node(n, d: int) -> list[str]:
         mins = [f"({w.p} < {w.end} ? (int64_t){w.crd}[{w.p}] : INT64_MAX)" for w in n.iters]
         expr = mins[0]
         for m in mins[1:]:
-            expr = f"std::min<int64_t>({expr}, {m})"
+            expr = f"sg::min<int64_t>({expr}, {m})"
         out.append(f"{p}  const int64_t {n.var} = {expr};")
         for w in n.iters:
             out.append(f"{p}  const bool {w.flag} = {w.p} < {w.end} && {w.crd}[{w.p}] == {n.var};")
@@ -90,7 +90,7 @@ def _node(n, d: int) -> list[str]:
     if isinstance(n, Assign):
         if n.op in ("max=", "min="):
             f = "max" if n.op == "max=" else "min"
-            return [f"{p}{n.target} = std::{f}<T>({n.target}, {n.value});"]
+            return [f"{p}{n.target} = sg::{f}<T>({n.target}, {n.value});"]
         return [f"{p}{n.target} {n.op} {n.value};"]
     if isinstance(n, If):
         out = [f"{p}if ({n.cond}) {{", *_block(n.then, d + 1)]

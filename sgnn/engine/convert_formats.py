@@ -78,7 +78,13 @@ def _from_csr(a, fmt: Format):
 
 
 def convert_format(t, fmt: Format):
-    """``t`` in format ``fmt`` (matrices only)."""
+    """``t`` in format ``fmt`` (matrices only), keeping its index dtype (kernels specialise on it)."""
+    from .tensor import SparseTensor
     if t.ndim != 2:
         raise NotSupported(f"convert: only matrices (got {t.ndim} dimensions)")
-    return _from_csr(_to_csr(t), fmt)
+    out = _from_csr(_to_csr(t), fmt)
+    idt = t.index_dtype
+    if out.index_dtype != idt:
+        cast = [None if a is None else a.to(idt) for a in out.pos], [None if a is None else a.to(idt) for a in out.crd]
+        out = SparseTensor(out.shape, out.format, cast[0], cast[1], out.values, check=False)
+    return out

@@ -138,7 +138,7 @@ class Lowerer:
 
     def tile_loop(self, body) -> For:
         t = self.tile
-        return For("t0", "0", size(t.var), (Let("int64_t", "tn", f"std::min<int64_t>(TILE, {size(t.var)} - t0)"),
+        return For("t0", "0", size(t.var), (Let("int64_t", "tn", f"sg::min<int64_t>(TILE, {size(t.var)} - t0)"),
                                              *body), kind="tile", step="TILE")
 
     # ------------------------------------------------------------ outer loops
@@ -271,7 +271,7 @@ class Lowerer:
         if t.outer:
             return (*before, split)
         loop = For("t0", "0", size(t.var), (
-            Let("int64_t", "tn", f"std::min<int64_t>(TILE, {size(t.var)} - t0)"), split),
+            Let("int64_t", "tn", f"sg::min<int64_t>(TILE, {size(t.var)} - t0)"), split),
             kind="tile", step="TILE")
         return (*before, loop)
 
@@ -432,7 +432,7 @@ class Lowerer:
         if isinstance(e, BinOp):
             a, b = self.render(e.a, env), self.render(e.b, env)
             if e.op in ("max", "min"):
-                return f"std::{e.op}<T>({a}, {b})"
+                return f"sg::{e.op}<T>({a}, {b})"
             return f"({a} {e.op} {b})"
         if isinstance(e, Call):
             x = self.render(e.args[0], env)

@@ -24,6 +24,7 @@ from .tensor import SparseTensor
 
 _CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t"}
 _TORCH = {"float32": torch.float32, "float64": torch.float64}
+_INDEX = {"int32": torch.int32, "int64": torch.int64}
 _DTYPE_NAME = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
                torch.bfloat16: "bfloat16", torch.int32: "int32", torch.int64: "int64"}
 
@@ -129,7 +130,11 @@ class Plan:
         by_slot = {}
         for sl in s.slots.values():
             t = ops[sl.operand]
-            by_slot[sl.key] = t.to(sl.convert_to) if sl.convert_to is not None else t
+            t = t.to(sl.convert_to) if sl.convert_to is not None else t
+            if sl.sparse and t.index_dtype != _INDEX[sl.info.index_dtype]:
+                raise InternalError(f"{sl.operand}: kernel expects {sl.info.index_dtype} indices but the "
+                                    f"converted operand has {t.index_dtype}")
+            by_slot[sl.key] = t
         sizes = self.sizes(ops)
         tile, why = tile_for(s, sizes)
         return by_slot, sizes, tile, why
