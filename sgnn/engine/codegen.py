@@ -63,8 +63,15 @@ def _node(n, d: int) -> list[str]:
         out.append(f"{p}}}")
         return out
     if isinstance(n, PosFor):
-        return [f"{p}for (int64_t {n.p} = {n.lo}; {n.p} < {n.hi}; {n.p}++) {{",
-                f"{p}  const int64_t {n.var} = {n.crd}[{n.p}];", *_block(n.body, d + 1), f"{p}}}"]
+        out = [f"{p}for (int64_t {n.p} = {n.lo}, {n.p}_hi = {n.hi}; {n.p} < {n.p}_hi; {n.p}++) {{",
+               f"{p}  const int64_t {n.var} = {n.crd}[{n.p}];"]
+        for x in n.prefetch:  # software prefetch of a row gathered a few nonzeros later
+            out += [f"{p}  if ({n.p} + {x.distance} < {n.p}_hi) {{",
+                    f"{p}    const char* pf = (const char*)({x.array} + (int64_t){n.crd}[{n.p} + {x.distance}] * "
+                    f"({x.row}) + ({x.offset}));",
+                    f"{p}    for (int64_t q = 0; q < (int64_t)({x.nbytes}); q += 64) __builtin_prefetch(pf + q, 0, 3);",
+                    f"{p}  }}"]
+        return out + [*_block(n.body, d + 1), f"{p}}}"]
     if isinstance(n, Merge):
         out = [f"{p}while {n.loop_cond} {{"]
         mins = [f"({w.p} < {w.end} ? (int64_t){w.crd}[{w.p}] : INT64_MAX)" for w in n.iters]

@@ -33,6 +33,18 @@ class PosFor:
     var: str
     crd: str
     body: tuple
+    prefetch: tuple = ()  # Prefetch(...) of rows gathered through crd[p + distance]
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetch:
+    """prefetch bytes of array[base(crd[p + distance]) ...] ahead of the gather"""
+
+    array: str
+    row: str  # elements per gathered row
+    offset: str  # element offset within the row (the tile start)
+    nbytes: str
+    distance: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +155,8 @@ def show(nodes, depth: int = 0) -> str:
             out.append(f"{pad}for {n.var} in {n.lo} .. {n.hi}{step}{walk}:{tag}")
             out.append(show(n.body, depth + 1))
         elif isinstance(n, PosFor):
-            out.append(f"{pad}for {n.p} in {n.lo} .. {n.hi}: {n.var} = {n.crd}[{n.p}]")
+            pf = "".join(f"  (prefetch {x.array} rows {x.distance} ahead)" for x in n.prefetch)
+            out.append(f"{pad}for {n.p} in {n.lo} .. {n.hi}: {n.var} = {n.crd}[{n.p}]{pf}")
             out.append(show(n.body, depth + 1))
         elif isinstance(n, Merge):
             names = ", ".join(w.crd for w in n.iters)

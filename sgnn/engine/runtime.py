@@ -84,6 +84,9 @@ class Plan:
                 if v in self.size_sources and (sl.operand, d) not in self.size_sources[v]:
                     self.size_sources[v].append((sl.operand, d))
         self.value_dtype = _TORCH[s.value_dtype]
+        self.slot_names = [(sl.key, sl.operand) for sl in _unique_slots(s)]
+        self.needs_conversion = any(sl.convert_to is not None for sl in s.slots.values())
+        self.by_sizes: dict = {}  # index sizes -> kernel (the tile depends on the sizes only)
 
     # ------------------------------------------------------------ compile
     def kernel(self, tile: Tile | None, tile_decision: Decision | None) -> Kernel:
@@ -140,8 +143,16 @@ class Plan:
         return by_slot, sizes, tile, why
 
     def __call__(self, ops: dict):
-        by_slot, sizes, tile, why = self.prepare(ops)
-        k = self.kernel(tile, why)
+        if self.needs_conversion:
+            by_slot, sizes, tile, why = self.prepare(ops)
+            return self.run(self.kernel(tile, why), by_slot, sizes)
+        by_slot = {key: ops[name] for key, name in self.slot_names}
+        sizes = self.sizes(ops)
+        skey = tuple(sizes.values())
+        k = self.by_sizes.get(skey)
+        if k is None:
+            k = self.kernel(*tile_for(self.sched, sizes))
+            self.by_sizes[skey] = k
         return self.run(k, by_slot, sizes)
 
     def run(self, k: Kernel, by_slot: dict, sizes: dict):

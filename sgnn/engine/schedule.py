@@ -61,6 +61,7 @@ def cache_sizes() -> dict[int, int]:
 LINE_BYTES = 64
 REGISTER_TILE_LINES = 8  # 8 cache lines = 8 zmm accumulators (128 floats / 64 doubles)
 CACHE_SHARE = 0.5  # of the last-level cache a gathered operand panel may occupy
+PREFETCH = True  # software prefetch of gathered rows that overflow L2
 
 
 # ---------------------------------------------------------------- operands
@@ -123,6 +124,7 @@ class Tile:
     var: str
     size: int
     outer: bool  # the tile loop encloses the parallel loop (cache tiling)
+    prefetch: bool = False  # software-prefetch the gathered rows (they overflow L2)
 
 
 @dataclass
@@ -478,23 +480,26 @@ def tile_for(sched: Schedule, sizes: dict[str, int]) -> tuple[Tile | None, Decis
     elem = 4 if sched.value_dtype == "float32" else 8
     line = LINE_BYTES // elem
     n = sizes.get(t.var, 0)
-    reg = min(t.size, max(line, -(-n // line) * line))
-    why = f"{reg // line} cache line(s) of {elem}-byte accumulators"
+    reg = max(1, min(t.size, n))  # exact width when it fits: a constant trip count for every row
+    why = f"{reg} {elem}-byte accumulators ({-(-reg // line)} cache line(s))"
     gathered = [a for a, s in sched.slots.items() if not s.sparse and t.var in a.idx
                 and any(v not in sched.stmt.idx for v in a.idx)]
     if not gathered or not sched.parallel:
         return Tile(t.var, reg, False), Decision(f"tile {t.var} by {reg} (registers)", why)
     rows = max(1, max(_prod(sizes[v] for v in a.idx if v != t.var) for a in gathered))
+    prefetch = PREFETCH and rows * n * elem > cache_sizes().get(2, 2**20)
+    if prefetch:
+        why += "; prefetch gathered rows (they overflow L2)"
     llc_level = max(cache_sizes())
     llc = cache_sizes()[llc_level]
     budget = CACHE_SHARE * llc
     names = ", ".join(a.name for a in gathered)
     if rows * n * elem <= budget:
-        return Tile(t.var, reg, False), Decision(
+        return Tile(t.var, reg, False, prefetch), Decision(
             f"tile {t.var} by {reg} (registers)", f"{why}; gathered {names} ({rows * n * elem / 2**20:.1f} MiB) "
             f"fits {CACHE_SHARE:.0%} of L{llc_level} ({llc / 2**20:.0f} MiB)")
     width = max(line, min(int(budget // (rows * elem)) // line * line, t.size))
-    return Tile(t.var, width, True), Decision(
+    return Tile(t.var, width, True, prefetch), Decision(
         f"tile {t.var} by {width}, tile loop outermost",
         f"gathered {names} is {rows * n * elem / 2**20:.1f} MiB; a {width}-wide panel "
         f"({rows * width * elem / 2**20:.1f} MiB) fits {CACHE_SHARE:.0%} of L{llc_level} ({llc / 2**20:.0f} MiB)")
