@@ -16,9 +16,11 @@ from ..errors import InternalError, NotSupported
 from .expr import Access, BinOp, Call, Const, Expr, Pattern, Reduce
 from .loopir import (Assign, Comment, Decl, For, Function, If, Let, Merge, Parallel, PosFor, Prefetch,
                      Walker, Workspace)
+from .fusion import softmax_groups
 from .rewrite import factors, product
 from .schedule import FULL, Schedule, Tile, _level_of, domain, iterators, reduces
 
+FUSE_SOFTMAX = True  # online softmax (one pass) instead of three passes per row
 PREFETCH_DISTANCE = 8  # nonzeros ahead: enough to cover a DRAM miss at a few ns per nonzero
 IDENTITY = {"sum": "T(0)", "max": "-SG_INF", "min": "SG_INF"}
 ASSIGN_OP = {"sum": "+=", "max": "max=", "min": "min="}
@@ -73,6 +75,7 @@ class Lowerer:
         self.index_ctypes = index_ctypes  # slot key -> C index type
         self.ws: dict = {}
         self.buffers: list = []
+        self.groups = softmax_groups(sched.stmt.expr) if FUSE_SOFTMAX else {}
         self.phase = "compute"
 
     # ------------------------------------------------------------ names
@@ -308,10 +311,59 @@ class Lowerer:
             uses_tile = self.tile is not None and self.tile.var in r.free
             if uses_tile and not env.tile_open:
                 continue
+            g = self.groups.get(r)
+            if g is not None and self.fusable(g):
+                if r is not g.acc and r != g.acc:
+                    continue  # m and z are computed in acc's single pass
+                out += self.emit_softmax_group(g, env)
+                continue
             if any(isinstance(x, Reduce) and x not in self.ws and x is not r for x in reduces(r.body)):
                 continue
             out += self.emit_reduce(r, env)
         return tuple(out)
+
+    def fusable(self, g) -> bool:
+        order = self.s.reduce_order
+        dm, da = self.ws_dims(g.m), self.ws_dims(g.acc)
+        return (order[g.acc] == order[g.m] == order[g.z] and len(order[g.acc]) == 1 and da[:len(dm)] == dm
+                and self.ws_dims(g.z) == dm and g.m not in self.ws and g.z not in self.ws)
+
+    def declare(self, name: str, dims, env) -> list:
+        """A workspace: registers when its size is a constant, else a per-thread buffer."""
+        sz = " * ".join(self.extent(w, env) for w in dims) or "1"
+        if any(self.extent(w, env) != "TILE" for w in dims):
+            self.buffers.append(Workspace("T", name, sz, heap=True))
+            return []
+        return [Workspace("T", name, sz)]
+
+    def emit_softmax_group(self, g, env: Env) -> list:
+        """One pass over the row for max, normaliser and weighted sum (online softmax)."""
+        dm, da = self.ws_dims(g.m), self.ws_dims(g.acc)
+        wm, wz, wa = self.fresh("ws"), self.fresh("ws"), self.fresh("ws")
+        out = self.declare(wm, dm, env) + self.declare(wz, dm, env) + self.declare(wa, da, env)
+        m_ref, z_ref = f"{wm}[{self.ws_index(dm, env)}]", f"{wz}[{self.ws_index(dm, env)}]"
+        a_ref = f"{wa}[{self.ws_index(da, env)}]"
+        out += self.dense_nest(dm, env, lambda e: (Assign(m_ref, "=", IDENTITY["max"]), Assign(z_ref, "=", "T(0)")))
+        out += self.dense_nest(da, env, lambda e: (Assign(a_ref, "=", "T(0)"),))
+        (j,) = self.s.reduce_order[g.acc]
+        rest_dims = da[len(dm):]
+        rest = product(list(g.rest))
+
+        def per_head(e: Env) -> tuple:
+            s_, sc, w = self.fresh("s"), self.fresh("sc"), self.fresh("w")
+            rescale = self.dense_nest(rest_dims, e, lambda e2: (Assign(a_ref, "*=", sc),))
+            accumulate = self.dense_nest(rest_dims, e, lambda e2: (Assign(a_ref, "+=", f"{w} * {self.render(rest, e2)}"),))
+            return (Let("T", s_, self.render(g.score, e)),
+                    If(f"{s_} > {m_ref}", (Let("T", sc, f"sg::exp<T>({m_ref} - {s_})"),
+                                           Assign(z_ref, "*=", sc), *rescale, Assign(m_ref, "=", s_))),
+                    Let("T", w, f"sg::exp<T>({s_} - {m_ref})"), Assign(z_ref, "+=", w), *accumulate)
+
+        out += self.emit_loop(j, domain(g.acc.body, j, self.level_of), env, g.acc.body,
+                              lambda e: self.dense_nest(dm, e, per_head))
+        out += self.dense_nest(dm, env, lambda e: (Assign(m_ref, "=", f"({m_ref} == -SG_INF) ? T(0) : {m_ref}"),))
+        self.ws[g.m], self.ws[g.z] = (wm, dm), (wz, dm)
+        self.ws[g.acc] = (wa, da, (wz, dm))
+        return out
 
     # ------------------------------------------------------------ reductions
     def ws_dims(self, r: Reduce) -> list[str]:
@@ -390,11 +442,12 @@ class Lowerer:
         """A dense output index: a plain loop that locates any sparse access storing it densely."""
         accs = self.sparse_accesses_on(self.s.stmt.expr, w, env)
         env2 = self.bind(w, env, accs, {}, {})
-        kind = "simd" if innermost else "serial"
+        body = inside(env2)
+        # SIMD only for a straight-line body: an outer loop with control flow inside does not vectorise
+        kind = "simd" if innermost and not any(isinstance(n, (For, PosFor, Merge, If)) for n in body) else "serial"
         if self.tile is not None and w == self.tile.var:
-            return (For("cc", "0", env.tn, (Let("int64_t", var(w), "t0 + cc"), *env2.lets, *inside(env2)),
-                        kind=kind),)
-        return (For(var(w), "0", size(w), (*env2.lets, *inside(env2)), kind=kind),)
+            return (For("cc", "0", env.tn, (Let("int64_t", var(w), "t0 + cc"), *env2.lets, *body), kind=kind),)
+        return (For(var(w), "0", size(w), (*env2.lets, *body), kind=kind),)
 
     def dense_nest(self, dims, env, leaf) -> tuple:
         if not dims:
@@ -448,8 +501,12 @@ class Lowerer:
             a = e.access
             return f"({env.guard[a]} ? T(1) : T(0))" if a in env.guard else "T(1)"
         if isinstance(e, Reduce):
-            name, dims = self.ws[e]
-            return f"{name}[{self.ws_index(dims, env)}]"
+            name, dims, *div = self.ws[e]
+            ref = f"{name}[{self.ws_index(dims, env)}]"
+            if div:  # an online-softmax sum: divide by its normaliser (0 for a row without entries)
+                z = f"{div[0][0]}[{self.ws_index(div[0][1], env)}]"
+                return f"({z} > T(0) ? {ref} / {z} : T(0))"
+            return ref
         if isinstance(e, BinOp):
             a, b = self.render(e.a, env), self.render(e.b, env)
             if e.op in ("max", "min"):
