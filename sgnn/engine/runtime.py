@@ -87,6 +87,22 @@ class Plan:
         self.slot_names = [(sl.key, sl.operand) for sl in _unique_slots(s)]
         self.needs_conversion = any(sl.convert_to is not None for sl in s.slots.values())
         self.by_sizes: dict = {}  # index sizes -> kernel (the tile depends on the sizes only)
+        # the argument list in ABI order (Lowerer.params): sizes, then each slot's arrays
+        self.size_args = list(self.vars)
+        self.array_args = []
+        for sl in _unique_slots(s):
+            if not sl.sparse:
+                self.array_args.append((sl.key, None))
+                continue
+            arrays = []
+            for lk, lv in enumerate(sl.format.levels):
+                if lv.has_pos:
+                    arrays.append(("pos", lk))
+                if lv.has_crd:
+                    arrays.append(("crd", lk))
+            if sl.info.value_dtype is not None:
+                arrays.append(("val", None))
+            self.array_args.append((sl.key, arrays))
 
     # ------------------------------------------------------------ compile
     def kernel(self, tile: Tile | None, tile_decision: Decision | None) -> Kernel:
@@ -95,6 +111,8 @@ class Plan:
             return k
         fns, low = lower(self.sched, tile, self.index_ctypes)
         params = fns[0].params
+        if [n[2:] for n, _ in params if n.startswith("N_")] != self.size_args:
+            raise InternalError("kernel parameters and runtime argument order disagree")
         header = str(self.sched.stmt) + "\n" + "\n".join(str(d) for d in self.sched.decisions)
         source = codegen.render(fns, name="sgnn", value_ctype=_CTYPE[self.sched.value_dtype],
                                 tile=tile.size if tile else None, header=header)
@@ -157,22 +175,15 @@ class Plan:
 
     def run(self, k: Kernel, by_slot: dict, sizes: dict):
         s = self.sched
-        args, keep = [], []
-        for name, _ in k.params:
-            if name.startswith("N_"):
-                args.append(sizes[name[2:]])
-        for sl in _unique_slots(s):
-            t = by_slot[sl.key]
-            if not sl.sparse:
+        args = [sizes[v] for v in self.size_args]
+        for key, arrays in self.array_args:
+            t = by_slot[key]
+            if arrays is None:
                 args.append(t.data_ptr())
                 continue
-            for lk, lv in enumerate(sl.format.levels):
-                if lv.has_pos:
-                    args.append(t.pos[lk].data_ptr())
-                if lv.has_crd:
-                    args.append(t.crd[lk].data_ptr())
-            if sl.info.value_dtype is not None:
-                args.append(t.values.data_ptr())
+            for kind, lk in arrays:
+                a = t.values if kind == "val" else (t.pos[lk] if kind == "pos" else t.crd[lk])
+                args.append(a.data_ptr())
         out_shape = tuple(sizes[v] for v in s.stmt.idx)
         inner = 1
         for v in s.inner:

@@ -51,8 +51,8 @@ def _as_sparse_features(x: torch.Tensor) -> SparseTensor | None:
     """The CSR of a mostly-zero dense feature matrix (decided by sampling, cached per tensor version)."""
     if x.layout != torch.strided:
         return SparseTensor.from_torch(x)
-    if x.requires_grad and torch.is_grad_enabled():
-        return None
+    if (x.requires_grad and torch.is_grad_enabled()) or x.is_inference():
+        return None  # inference tensors have no version counter: a cached conversion could go stale
     hit = _sparse_x.get(x)
     sig = (x._version, x.data_ptr(), tuple(x.shape), x.dtype)
     if hit is not None and hit[0] == sig:
@@ -77,7 +77,23 @@ def matmul_t(x, weight: torch.Tensor) -> torch.Tensor:
     w = weight.detach()
     if xs.dtype != w.dtype and xs.values is not None:
         raise UserError(f"dtype mismatch: x is {xs.dtype} but the weight is {w.dtype}")
-    return einsum("ik,jk->ij", xs, w)
+    return einsum("ik,kj->ij", xs, transposed(weight))
+
+
+_transposed = TensorCache()
+
+
+def transposed(w: torch.Tensor) -> torch.Tensor:
+    """``w.T`` as a contiguous tensor (unit-stride rows for the gather), cached per weight version."""
+    if w.is_inference():
+        return w.detach().t().contiguous()
+    sig = (w._version, w.data_ptr(), tuple(w.shape))
+    hit = _transposed.get(w)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    wt = w.detach().t().contiguous()
+    _transposed.set(w, (sig, wt))
+    return wt
 
 
 def dense_features(x, dtype: torch.dtype) -> torch.Tensor:

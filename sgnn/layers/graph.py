@@ -163,23 +163,37 @@ def graph_of(edge_index, num_src: int, num_dst: int, edge_weight: torch.Tensor |
                 edge_weight.numel() != edge_index.size(1):
             raise UserError(f"Expected 'edge_weight' of shape [{edge_index.size(1)}] "
                             f"(got {list(getattr(edge_weight, 'shape', []))})")
-    wkey = None if edge_weight is None else (id(edge_weight), edge_weight._version, edge_weight.data_ptr(),
-                                              edge_weight.dtype)
+    wkey = None if edge_weight is None else _weight_key(edge_weight)
     key = ("ei", num_src, num_dst, wkey)
     return _cached(edge_index, key, lambda: _graph_from_edge_index(edge_index, num_src, num_dst, edge_weight))
 
 
+def _weight_key(w: torch.Tensor):
+    """Identity of an edge-weight tensor (its content when it is an inference tensor)."""
+    if w.is_inference():
+        return ("content", w.dtype, tuple(w.shape), hash(w.numpy().tobytes()) if w.numel() < 1 << 22 else id(w))
+    return (id(w), w._version, w.data_ptr(), w.dtype)
+
+
 def _cached(t: torch.Tensor, key, make) -> Graph:
-    full = (t._version, t.data_ptr(), tuple(t.shape), *key)
+    """The graph built from ``t`` (and ``key``), rebuilt when ``t`` changed since.
+
+    A normal tensor is compared by its version counter (bumped by every in-place edit); an
+    inference tensor has none, so its content is compared with a kept copy (O(E), far below
+    the cost of the layer itself)."""
+    inference = t.is_inference()
+    full = (None if inference else t._version, t.data_ptr(), tuple(t.shape), t.dtype, *key)
     entries = _cache.get(t)
     if entries is None:
         entries = {}
         _cache.set(t, entries)
-    g = entries.get(full)
-    if g is None:
-        if len(entries) > 8:
-            entries.clear()
-        g = entries[full] = make()
+    hit = entries.get(full)
+    if hit is not None and (not inference or torch.equal(hit[1], t)):
+        return hit[0]
+    if len(entries) > 8:
+        entries.clear()
+    g = make()
+    entries[full] = (g, t.clone() if inference else None)
     return g
 
 
