@@ -189,6 +189,8 @@ class Plan:
         for v in s.inner:
             inner *= sizes[v]
         nthreads = torch.get_num_threads()
+        if nthreads > 1 and self.work(by_slot, sizes, inner) < PARALLEL_MIN_WORK:
+            nthreads = 1  # a thread team costs more than it saves on a tiny problem
         bounds, nparts = self.bounds(by_slot, sizes, nthreads)
         tail = [bounds.data_ptr(), nparts, nthreads]
         if s.output == "dense":
@@ -215,6 +217,15 @@ class Plan:
         return SparseTensor(out_shape, s.out_format, [None, pos] + [None] * n_extra,
                             [None, crd] + [None] * n_extra, vals, check=False)
 
+    def work(self, by_slot, sizes, inner: int) -> int:
+        """Rough operation count: (rows + nonzeros of the partitioning operand) × dense inner width."""
+        s = self.sched
+        if not s.outer:
+            return 0
+        rows = sizes[s.outer[0]]
+        nnz = by_slot[s.partition_slot.key].nnz if s.partition_slot is not None else rows
+        return (rows + nnz) * inner
+
     def bounds(self, by_slot, sizes, nthreads):
         s = self.sched
         if not s.outer:
@@ -232,6 +243,7 @@ class Plan:
 
 _EMPTY_BOUNDS = torch.zeros(1, dtype=torch.int64)
 _UNIFORM: dict = {}
+PARALLEL_MIN_WORK = 32768  # below this many (row + nonzero) × width updates, run on one thread
 ROW_COST = 1  # a row costs about as much as this many nonzeros (loop overhead, output write)
 
 

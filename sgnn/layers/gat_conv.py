@@ -67,8 +67,9 @@ class GATConv(nn.Module):
             self.res = nn.Linear(in_channels if isinstance(in_channels, int) else in_channels[1], total, bias=False)
         else:
             self.register_parameter("res", None)
-        self.bias = nn.Parameter(torch.empty(total)) if bias else None
-        if not bias:
+        if bias:
+            self.bias = nn.Parameter(torch.empty(total))
+        else:
             self.register_parameter("bias", None)
         self.reset_parameters()
 

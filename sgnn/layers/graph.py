@@ -175,6 +175,19 @@ def _weight_key(w: torch.Tensor):
     return (id(w), w._version, w.data_ptr(), w.dtype)
 
 
+def _storage_ptr(t: torch.Tensor):
+    """Where a tensor's data lives (sparse tensors: their index and value arrays)."""
+    if t.layout == torch.strided:
+        return t.data_ptr()
+    if t.layout == torch.sparse_coo:
+        return (t._indices().data_ptr(), t._values().data_ptr())
+    if t.layout == torch.sparse_csr:
+        return (t.crow_indices().data_ptr(), t.col_indices().data_ptr(), t.values().data_ptr())
+    if t.layout == torch.sparse_csc:
+        return (t.ccol_indices().data_ptr(), t.row_indices().data_ptr(), t.values().data_ptr())
+    return id(t)
+
+
 def _cached(t: torch.Tensor, key, make) -> Graph:
     """The graph built from ``t`` (and ``key``), rebuilt when ``t`` changed since.
 
@@ -182,7 +195,7 @@ def _cached(t: torch.Tensor, key, make) -> Graph:
     inference tensor has none, so its content is compared with a kept copy (O(E), far below
     the cost of the layer itself)."""
     inference = t.is_inference()
-    full = (None if inference else t._version, t.data_ptr(), tuple(t.shape), t.dtype, *key)
+    full = (None if inference else t._version, _storage_ptr(t), tuple(t.shape), t.dtype, *key)
     entries = _cache.get(t)
     if entries is None:
         entries = {}

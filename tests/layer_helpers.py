@@ -1,0 +1,229 @@
+"""Shared helpers of the layer tests: ``assert_layer`` (PyG parity plus invariances) and graphs.
+
+``assert_layer`` follows PyG's ``testing.assert_module``: one call loads the PyG layer's weights into
+the sgnn layer and checks every property a drop-in layer must have. Each failure names its check.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+
+import sgnn
+
+RTOL = 1e-5  # float32: relative to the largest magnitude of the reference output
+
+
+# ------------------------------------------------------------------ comparisons
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (0 when both are empty or all zero)."""
+    if b.numel() == 0:
+        return 0.0
+    scale = float(b.abs().max())
+    diff = float((a - b).abs().max())
+    return diff / scale if scale > 0 else diff
+
+
+def assert_close(out, ref, what: str, rtol: float = RTOL) -> None:
+    assert isinstance(out, torch.Tensor), f"{what}: expected a Tensor (got {type(out).__name__})"
+    assert out.shape == ref.shape, f"{what}: expected shape {tuple(ref.shape)} (got {tuple(out.shape)})"
+    assert out.dtype == ref.dtype, f"{what}: expected dtype {ref.dtype} (got {out.dtype})"
+    assert torch.equal(out.isnan(), ref.isnan()), f"{what}: NaNs differ from the reference"
+    err = rel_error(out.nan_to_num(), ref.nan_to_num())
+    assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol:g}"
+
+
+# ------------------------------------------------------------------ inputs
+def dense(x):
+    """A dense copy of node features given dense, torch sparse, or as a (src, dst) pair."""
+    if isinstance(x, (tuple, list)):
+        return type(x)(dense(t) for t in x)
+    if isinstance(x, torch.Tensor) and x.layout != torch.strided:
+        return x.to_dense()
+    return x
+
+
+def sizes(x, kwargs) -> tuple[int, int]:
+    """(num_src, num_dst) as the layers infer them."""
+    if isinstance(x, (tuple, list)):
+        n_src = x[0].shape[0]
+        n_dst = x[1].shape[0] if x[1] is not None else n_src
+    else:
+        n_src = n_dst = x.shape[0]
+    if kwargs.get("size") is not None:
+        n_dst = kwargs["size"][1]
+    return n_src, n_dst
+
+
+def is_simple(edge_index: torch.Tensor) -> bool:
+    """No self loops and no duplicate edges: sparse adjacencies then mean the same as edge_index."""
+    if edge_index.numel() == 0:
+        return True
+    src, dst = edge_index[0].long(), edge_index[1].long()
+    if bool((src == dst).any()):
+        return False
+    key = src * (int(dst.max()) + 1) + dst
+    return torch.unique(key).numel() == key.numel()
+
+
+def adj_t(edge_index, n_src: int, n_dst: int, values=None, layout=torch.sparse_csr) -> torch.Tensor:
+    """The torch sparse adjacency ``adj_t[target, source]``."""
+    if values is None:
+        values = torch.ones(edge_index.size(1))
+    a = torch.sparse_coo_tensor(edge_index.flip(0), values, (n_dst, n_src)).coalesce()
+    return a.to_sparse_csr() if layout == torch.sparse_csr else a
+
+
+def sgnn_adj(edge_index, n_src: int, n_dst: int, values=None) -> sgnn.SparseTensor:
+    if n_src == n_dst:
+        return sgnn.SparseTensor.from_edge_index(edge_index, num_nodes=n_src, values=values,
+                                                 sum_duplicates=False)
+    return sgnn.SparseTensor.from_coo(edge_index[1], edge_index[0], values, (n_dst, n_src),
+                                      sum_duplicates=False)
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def randomize_zero_parameters(module: torch.nn.Module, seed: int = 0) -> None:
+    """PyG initialises biases to zero, which would hide a misplaced bias: draw them instead."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.numel() and not bool(p.any()):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+
+# ------------------------------------------------------------------ the one layer check
+def assert_layer(sgnn_layer, pyg_layer, x, edge_index, *, check_inputs: bool = True,
+                 **kwargs) -> torch.Tensor:
+    """Load ``pyg_layer``'s state_dict into ``sgnn_layer`` and check that they agree (rel. ≤ 1e-5).
+
+    Also checks ``str()`` and ``state_dict`` keys, and (with ``check_inputs``) that the sgnn layer
+    gives the same result for the same graph as an ``sgnn.SparseTensor``, a torch sparse CSR and
+    COO ``adj_t``, a scipy CSR (graphs without self loops or duplicates, no edge_attr), with
+    permuted edges, and with 1 thread instead of 2. ``x`` may be a torch sparse tensor
+    (PyG is given its dense copy). ``kwargs`` go to both forwards (edge_weight, edge_attr, size).
+    Returns the sgnn output.
+    """
+    randomize_zero_parameters(pyg_layer)
+    pyg_layer.eval()
+    sgnn_layer.load_state_dict(pyg_layer.state_dict())
+    sgnn_layer.eval()
+    assert str(sgnn_layer) == str(pyg_layer), f"repr: {sgnn_layer} != {pyg_layer}"
+    assert list(sgnn_layer.state_dict().keys()) == list(pyg_layer.state_dict().keys()), "state_dict keys"
+    cached = getattr(pyg_layer, "cached", False)  # a `cached` layer keeps its first graph: rerun fresh copies
+    pristine_s, pristine_p = (copy.deepcopy(sgnn_layer), copy.deepcopy(pyg_layer)) if cached else \
+        (sgnn_layer, pyg_layer)
+
+    with torch.no_grad():
+        ref = pyg_layer(dense(x), edge_index, **kwargs)
+        with num_threads(2):
+            out = sgnn_layer(x, edge_index, **kwargs)
+        assert_close(out, ref, "edge_index vs PyG")
+        if not check_inputs:
+            return out
+
+        def run(layer, adj, **kw):
+            fresh = copy.deepcopy(layer) if cached else layer
+            return fresh(x if layer is pristine_s else dense(x), adj, **kw)
+
+        n_src, n_dst = sizes(x, kwargs)
+        w = kwargs.get("edge_weight")
+        edge_aligned = kwargs.get("edge_attr") is not None
+        if is_simple(edge_index) and not edge_aligned:
+            rest = {k: v for k, v in kwargs.items() if k != "edge_weight"}
+            st = sgnn_adj(edge_index, n_src, n_dst, w)
+            assert_close(run(pristine_s, st, **rest), out, "sgnn.SparseTensor adj vs edge_index")
+            for layout in (torch.sparse_csr, torch.sparse_coo):
+                a = adj_t(edge_index, n_src, n_dst, w, layout)
+                try:  # PyG's meaning of a sparse adj_t (GCN: `improved` loops weigh 2 with values)
+                    ref_sp, label = run(pristine_p, a, **rest), "PyG on the same adj_t"
+                except (NotImplementedError, ValueError, RuntimeError, AssertionError, TypeError):
+                    ref_sp, label = out, "sgnn edge_index (PyG rejects this adj_t)"
+                assert_close(run(pristine_s, a, **rest), ref_sp, f"torch {layout} adj_t vs {label}")
+                if layout == torch.sparse_csr:  # scipy CSR of the same adj_t, values and all
+                    a_sp = sgnn.SparseTensor.from_scipy(sgnn.SparseTensor.from_torch(a).to_scipy())
+                    assert_close(run(pristine_s, a_sp, **rest), ref_sp, f"scipy adj_t vs {label}")
+
+        perm = torch.randperm(edge_index.size(1), generator=torch.Generator().manual_seed(1))
+        kw_p = dict(kwargs)
+        for k in ("edge_weight", "edge_attr"):
+            if kwargs.get(k) is not None:
+                kw_p[k] = kwargs[k][perm]
+        assert_close(run(pristine_s, edge_index[:, perm], **kw_p), out, "permuted edges")
+
+        with num_threads(1):
+            one = run(pristine_s, edge_index, **kwargs)
+        assert_close(one, out, "1 thread vs 2 threads")
+    return out
+
+
+# ------------------------------------------------------------------ graphs
+def random_edges(n_src: int, n_dst: int, e: int, seed: int, loops: bool = False) -> torch.Tensor:
+    """``e`` distinct random directed edges (no self loops unless ``loops``), in random order."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n_src, (4 * e + 8,), generator=g)
+    dst = torch.randint(0, n_dst, (4 * e + 8,), generator=g)
+    keep = torch.ones_like(src, dtype=torch.bool) if loops else src != dst
+    ei = torch.unique(torch.stack([src[keep], dst[keep]]), dim=1)
+    ei = ei[:, torch.randperm(ei.size(1), generator=g)[:e]]
+    return ei
+
+
+def make_graph(name: str, seed: int = 0) -> tuple[int, torch.Tensor]:
+    """(num_nodes, edge_index) of a named test graph."""
+    g = torch.Generator().manual_seed(seed)
+    if name == "directed":
+        return 50, random_edges(50, 50, 300, seed)
+    if name == "isolated":  # nodes 40..59 have no edges at all
+        return 60, random_edges(40, 40, 200, seed)
+    if name == "self_loops":  # one existing loop on every third node
+        ei = random_edges(50, 50, 250, seed)
+        loops = torch.arange(0, 50, 3).repeat(2, 1)
+        cat = torch.cat([ei, loops], 1)
+        return 50, cat[:, torch.randperm(cat.size(1), generator=g)]
+    if name == "duplicates":  # 60 repeated (non-loop) edges
+        ei = random_edges(50, 50, 250, seed)
+        cat = torch.cat([ei, ei[:, :40], ei[:, :20]], 1)
+        return 50, cat[:, torch.randperm(cat.size(1), generator=g)]
+    if name == "messy":  # both: loops on every third node and repeated edges (loops and others)
+        n, ei = make_graph("duplicates", seed)
+        loops = torch.arange(0, 50, 3).repeat(2, 1)
+        cat = torch.cat([ei, loops, loops[:, :5]], 1)
+        return n, cat[:, torch.randperm(cat.size(1), generator=g)]
+    if name == "hub":  # node 0 linked both ways with 10,000 others, plus random edges
+        n = 10_001
+        others = torch.arange(1, n)
+        hub = torch.zeros_like(others)
+        ei = torch.cat([torch.stack([others, hub]), torch.stack([hub, others]),
+                        random_edges(n, n, 2_000, seed)], 1)
+        ei = torch.unique(ei, dim=1)
+        return n, ei[:, torch.randperm(ei.size(1), generator=g)]
+    if name == "no_edges":
+        return 10, torch.empty(2, 0, dtype=torch.long)
+    if name == "one_node":
+        return 1, torch.empty(2, 0, dtype=torch.long)
+    raise KeyError(name)
+
+
+GRAPHS = ["directed", "isolated", "self_loops", "duplicates", "hub", "no_edges", "one_node"]
+
+
+def features(n: int, f: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, f, generator=torch.Generator().manual_seed(seed))
+
+
+def sparse_features(n: int, f: int, density: float = 0.02, seed: int = 0) -> torch.Tensor:
+    """A dense matrix with about ``density`` nonzeros (sgnn runs X·W sparse×dense above 65536 entries)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, f, generator=g)
+    return x * (torch.rand(n, f, generator=g) < density)

@@ -1,0 +1,529 @@
+"""sgnn layers against PyG (every option), DGL, real Planetoid data, caches and error paths.
+
+Every parity check goes through ``layer_helpers.assert_layer`` (STYLE item 14).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch_geometric.nn as pyg
+from torch import nn
+
+import sgnn
+from sgnn.layers import GATConv, GCNConv, SAGEConv, from_pyg
+
+from layer_helpers import (GRAPHS, adj_t, assert_close, assert_layer, features, make_graph, random_edges,
+                           randomize_zero_parameters, sparse_features)
+
+# PyG converts a COO adj_t to CSR on every call and says so
+pytestmark = pytest.mark.filterwarnings("ignore:Converting sparse tensor to CSR format:UserWarning")
+
+T, Fa = True, False
+ABBR = {"improved": "imp", "cached": "cache", "add_self_loops": "loops", "normalize": "norm", "bias": "bias",
+        "aggr": "", "root_weight": "root", "project": "proj", "heads": "h", "concat": "cat",
+        "negative_slope": "slope", "dropout": "drop", "residual": "res", "edge_dim": "edim",
+        "fill_value": "fill"}
+
+
+def opt_id(opts: dict) -> str:
+    return "-".join(f"{ABBR.get(k, k)}{int(v) if isinstance(v, bool) else v}" for k, v in opts.items())
+
+
+def edge_weight(e: int, seed: int = 3) -> torch.Tensor:
+    return torch.rand(e, generator=torch.Generator().manual_seed(seed)) + 0.1  # positive: deg^-1/2 is real
+
+
+def table(**choices):
+    """Every combination of the options, with the parity of its choice indices.
+
+    The parity picks the scenario (graph, weights, channel order) a combination runs in: fixing
+    any one option value, the others still take both parities, so each value of each option meets
+    every scenario while each combination runs only once (or once per scenario pair).
+    """
+    keys = list(choices)
+    for idx in itertools.product(*(range(len(v)) for v in choices.values())):
+        yield {k: choices[k][i] for k, i in zip(keys, idx)}, sum(idx) % 2
+
+
+def flat(opts: dict) -> dict:
+    """Expand grouped options, e.g. {"normalize,add_self_loops": (T, Fa)} → two keyword arguments."""
+    out = {}
+    for k, v in opts.items():
+        out.update(zip(k.split(","), v) if "," in k else [(k, v)])
+    return out
+
+
+# ------------------------------------------------------------------ GCNConv: every option
+# A scenario is (graph, weighted, channels); XW runs first when out <= in, else (ÂX)W. Each option
+# combination runs in a complementary pair, so it sees both graphs, weights and channel orders.
+GCN_PAIRS = [[("directed", Fa, (8, 4)), ("self_loops", T, (4, 8))],
+             [("directed", T, (4, 8)), ("self_loops", Fa, (8, 4))]]
+def scenario_id(sc) -> str:
+    graph, weighted, (f_in, f_out) = sc
+    return f"{graph}-{'w' if weighted else 'unw'}-{f_in}to{f_out}"
+
+
+GCN_CASES = [pytest.param(flat(o), sc, id=f"{opt_id(flat(o))}-{scenario_id(sc)}")
+             for o, par in table(improved=(Fa, T), cached=(Fa, T),
+                                 **{"normalize,add_self_loops": ((T, T), (T, Fa), (Fa, Fa))}, bias=(Fa, T))
+             for sc in GCN_PAIRS[par]]
+
+
+@pytest.mark.parametrize("opts,scenario", GCN_CASES)
+def test_gcn_options(opts, scenario):
+    graph, weighted, channels = scenario
+    n, ei = make_graph(graph)
+    kw = {"edge_weight": edge_weight(ei.size(1))} if weighted else {}
+    x = features(n, channels[0])
+    assert_layer(GCNConv(*channels, **opts), pyg.GCNConv(*channels, **opts), x, ei, **kw)
+
+
+def test_gcn_rejects_loops_without_normalize_like_pyg():
+    with pytest.raises(ValueError, match="self-loops"):
+        pyg.GCNConv(4, 4, normalize=False, add_self_loops=True)
+    with pytest.raises(ValueError, match="self-loops"):
+        GCNConv(4, 4, normalize=False, add_self_loops=True)
+
+
+# ------------------------------------------------------------------ SAGEConv
+SAGE_SCENARIOS = [("directed", (8, 4)), ("duplicates", (4, 8))]
+SAGE_CASES = [pytest.param(o, *SAGE_SCENARIOS[par], id=f"{opt_id(o)}-{SAGE_SCENARIOS[par][0]}")
+              for o, par in table(aggr=("mean", "sum", "max"), normalize=(Fa, T), root_weight=(Fa, T),
+                                  project=(Fa, T), bias=(Fa, T))]
+
+
+@pytest.mark.parametrize("opts,graph,channels", SAGE_CASES)
+def test_sage_options(opts, graph, channels):
+    n, ei = make_graph(graph)
+    assert_layer(SAGEConv(*channels, **opts), pyg.SAGEConv(*channels, **opts), features(n, channels[0]), ei)
+
+
+@pytest.mark.parametrize("opts,out", [pytest.param(o, (4, 16)[par], id=f"{opt_id(o)}-out{(4, 16)[par]}")
+                                      for o, par in table(aggr=("mean", "sum", "max"), root_weight=(Fa, T),
+                                                          project=(Fa, T), bias=(T, Fa))])
+def test_sage_bipartite(opts, out):
+    x = (features(30, 8, seed=1), features(20, 6, seed=2))
+    ei = random_edges(30, 20, 120, seed=4)
+    assert_layer(SAGEConv((8, 6), out, **opts), pyg.SAGEConv((8, 6), out, **opts), x, ei)
+
+
+@pytest.mark.parametrize("aggr", ["mean", "max"])
+def test_sage_bipartite_without_target_features(aggr):
+    x = (features(30, 8, seed=1), None)
+    ei = random_edges(30, 20, 120, seed=4)
+    assert_layer(SAGEConv(8, 5, aggr=aggr), pyg.SAGEConv(8, 5, aggr=aggr), x, ei, size=(30, 20))
+
+
+# ------------------------------------------------------------------ GATConv
+GAT_GRAPHS = ["directed", "messy"]  # messy: self loops and duplicate edges (no sparse-input checks there)
+GAT_CASES = [pytest.param(flat(o), GAT_GRAPHS[par], id=f"{opt_id(flat(o))}-{GAT_GRAPHS[par]}")
+             for o, par in table(heads=(1, 3), concat=(T, Fa),
+                                 **{"negative_slope,dropout": ((0.2, 0.0), (0.5, 0.6))},
+                                 add_self_loops=(T, Fa), bias=(T, Fa), residual=(Fa, T))]
+
+
+@pytest.mark.parametrize("opts,graph", GAT_CASES)
+def test_gat_options(opts, graph):
+    n, ei = make_graph(graph)
+    assert_layer(GATConv(8, 4, **opts), pyg.GATConv(8, 4, **opts), features(n, 8), ei)
+
+
+FILLS = ["mean", "add", "max", 0.5]
+
+
+@pytest.mark.parametrize("graph", ["messy", "isolated"])
+@pytest.mark.parametrize("loops_fill", [(T, f) for f in FILLS] + [(Fa, "mean")],
+                         ids=lambda lf: f"loops{int(lf[0])}-fill{lf[1]}")
+def test_gat_edge_attr(loops_fill, graph):
+    loops, fill = loops_fill
+    n, ei = make_graph(graph)
+    ea = features(ei.size(1), 3, seed=5)
+    opts = dict(heads=2, edge_dim=3, add_self_loops=loops, fill_value=fill)
+    assert_layer(GATConv(8, 4, **opts), pyg.GATConv(8, 4, **opts), features(n, 8), ei, edge_attr=ea)
+
+
+def test_gat_edge_attr_one_dimensional_one_head():
+    n, ei = make_graph("self_loops")
+    ea = features(ei.size(1), 1, seed=5).view(-1)
+    opts = dict(heads=1, edge_dim=1, fill_value="add")
+    assert_layer(GATConv(8, 4, **opts), pyg.GATConv(8, 4, **opts), features(n, 8), ei, edge_attr=ea)
+
+
+GAT_BIPARTITE = [dict(heads=1, residual=Fa, edge_dim=None), dict(heads=2, residual=T, edge_dim=None),
+                 dict(heads=1, residual=T, edge_dim=3), dict(heads=2, residual=Fa, edge_dim=3)]
+
+
+@pytest.mark.parametrize("opts", GAT_BIPARTITE, ids=opt_id)
+@pytest.mark.parametrize("loops", [T, Fa], ids=["loops1", "loops0"])
+@pytest.mark.parametrize("in_channels", [(8, 6), 8], ids=["lin_src_dst", "shared_lin"])
+def test_gat_bipartite(in_channels, loops, opts):
+    f_dst = in_channels[1] if isinstance(in_channels, tuple) else in_channels
+    x = (features(30, 8, seed=1), features(20, f_dst, seed=2))
+    ei = random_edges(30, 20, 120, seed=4, loops=True)
+    kw = {"edge_attr": features(ei.size(1), 3, seed=5)} if opts["edge_dim"] else {}
+    assert_layer(GATConv(in_channels, 4, add_self_loops=loops, **opts),
+                 pyg.GATConv(in_channels, 4, add_self_loops=loops, **opts), x, ei, **kw)
+
+
+def test_gat_bipartite_without_target_features():
+    x = (features(30, 8, seed=1), None)
+    ei = random_edges(30, 20, 120, seed=4, loops=True)
+    assert_layer(GATConv(8, 4, heads=2), pyg.GATConv(8, 4, heads=2), x, ei, size=(30, 20))
+
+
+# ------------------------------------------------------------------ awkward graphs, every layer
+def layer_pairs():
+    """(id, sgnn layer, PyG layer, needs edge weights, needs edge_attr) for the graph table."""
+    return [
+        ("gcn", GCNConv(8, 4), pyg.GCNConv(8, 4), Fa, Fa),
+        ("gcn_improved_weighted", GCNConv(8, 4, improved=T), pyg.GCNConv(8, 4, improved=T), T, Fa),
+        ("sage_mean", SAGEConv(8, 4), pyg.SAGEConv(8, 4), Fa, Fa),
+        ("sage_max", SAGEConv(8, 4, aggr="max"), pyg.SAGEConv(8, 4, aggr="max"), Fa, Fa),
+        ("gat", GATConv(8, 4, heads=2), pyg.GATConv(8, 4, heads=2), Fa, Fa),
+        ("gat_no_loops", GATConv(8, 4, heads=2, add_self_loops=Fa),
+         pyg.GATConv(8, 4, heads=2, add_self_loops=Fa), Fa, Fa),
+        ("gat_edge_attr", GATConv(8, 4, heads=2, edge_dim=2), pyg.GATConv(8, 4, heads=2, edge_dim=2), Fa, T),
+    ]
+
+
+LAYER_IDS = [p[0] for p in layer_pairs()]
+
+
+def call_kwargs(ei, weighted: bool, with_attr: bool) -> dict:
+    kw = {}
+    if weighted:
+        kw["edge_weight"] = edge_weight(ei.size(1))
+    if with_attr:
+        kw["edge_attr"] = features(ei.size(1), 2, seed=6)
+    return kw
+
+
+@pytest.mark.parametrize("layer", LAYER_IDS)
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_graphs(graph, layer):
+    _, s, p, weighted, with_attr = layer_pairs()[LAYER_IDS.index(layer)]
+    n, ei = make_graph(graph)
+    assert_layer(s, p, features(n, s.in_channels), ei, **call_kwargs(ei, weighted, with_attr))
+
+
+# ------------------------------------------------------------------ sparse and mostly-zero features
+def x_variants():
+    x = sparse_features(600, 128, density=0.02)  # 76,800 entries, ~2% nonzero: X·W runs sparse×dense
+    assert x.numel() >= 65536 and float((x != 0).float().mean()) < 0.05
+    return {"mostly_zero_dense": x, "torch_coo": x.to_sparse(), "torch_csr": x.to_sparse_csr()}
+
+
+@pytest.mark.parametrize("kind", ["mostly_zero_dense", "torch_coo", "torch_csr"])
+@pytest.mark.parametrize("layer", ["gcn", "gcn_ax_first", "sage_mean", "sage_max_project", "gat_residual"])
+def test_sparse_features(layer, kind):
+    x = x_variants()[kind]
+    ei = random_edges(600, 600, 3000, seed=7)
+    s, p = {
+        "gcn": (GCNConv(128, 16), pyg.GCNConv(128, 16)),
+        "gcn_ax_first": (GCNConv(128, 256), pyg.GCNConv(128, 256)),
+        "sage_mean": (SAGEConv(128, 16), pyg.SAGEConv(128, 16)),
+        "sage_max_project": (SAGEConv(128, 16, aggr="max", project=T),
+                             pyg.SAGEConv(128, 16, aggr="max", project=T)),
+        "gat_residual": (GATConv(128, 8, heads=2, residual=T), pyg.GATConv(128, 8, heads=2, residual=T)),
+    }[layer]
+    assert_layer(s, p, x, ei)
+
+
+# ------------------------------------------------------------------ inference modes
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("layer", ["gcn", "sage_mean", "sage_max", "gat", "gat_edge_attr"])
+def test_inference_modes(layer, mode):
+    _, s, p, weighted, with_attr = layer_pairs()[LAYER_IDS.index(layer)]
+    n, ei = make_graph("directed")
+    x = features(n, s.in_channels)
+    kw = call_kwargs(ei, weighted, with_attr)
+    ref = assert_layer(s, p, x, ei, check_inputs=Fa, **kw)
+    ctx = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with ctx:
+        x2 = x.clone()  # created inside the mode (an inference tensor under inference_mode)
+        out = s(x2, ei.clone(), **{k: v.clone() for k, v in kw.items()})
+        again = s(x, ei, **kw)  # tensors from outside the mode, graph cached by the no_grad call
+    assert_close(out, ref, mode)
+    assert_close(again, ref, f"{mode}, second call")
+
+
+def test_inference_mode_mostly_zero_features():
+    x = sparse_features(600, 128)
+    ei = random_edges(600, 600, 3000, seed=7)
+    ref = assert_layer(GCNConv(128, 16), p := pyg.GCNConv(128, 16), x, ei, check_inputs=Fa)
+    s = GCNConv(128, 16)
+    s.load_state_dict(p.state_dict())
+    with torch.inference_mode():
+        out = s(x.clone(), ei.clone())
+    assert_close(out, ref, "inference_mode, sparse×dense X·W")
+
+
+# ------------------------------------------------------------------ caches never go stale
+def paired(layer: str):
+    _, s, p, weighted, with_attr = layer_pairs()[LAYER_IDS.index(layer)]
+    randomize_zero_parameters(p)
+    s.load_state_dict(p.state_dict())
+    return s.eval(), p.eval(), weighted, with_attr
+
+
+@pytest.mark.parametrize("layer", ["gcn", "gcn_improved_weighted", "sage_mean", "sage_max", "gat",
+                                   "gat_edge_attr"])
+def test_second_graph_gives_its_own_answer(layer):
+    s, p, weighted, with_attr = paired(layer)
+    n, ei1 = make_graph("directed", seed=0)
+    x = features(n, s.in_channels)
+    with torch.no_grad():
+        for seed in (0, 1, 2):  # same sizes, different edges; the earlier graphs are freed in between
+            ei = random_edges(n, n, 300, seed=seed) if seed else ei1
+            kw = call_kwargs(ei, weighted, with_attr)
+            assert_close(s(x, ei, **kw), p(x, ei, **kw), f"graph {seed}")
+        ei2 = random_edges(n, n, 300, seed=9)
+        kw1, kw2 = call_kwargs(ei1, weighted, with_attr), call_kwargs(ei2, weighted, with_attr)
+        for ei, kw, name in [(ei1, kw1, "G1"), (ei2, kw2, "G2"), (ei1, kw1, "G1 again")]:  # both alive
+            assert_close(s(x, ei, **kw), p(x, ei, **kw), name)
+
+
+@pytest.mark.parametrize("layer", ["gcn", "gcn_improved_weighted", "sage_mean", "sage_max", "gat",
+                                   "gat_edge_attr"])
+def test_in_place_edit_of_edge_index(layer):
+    s, p, weighted, with_attr = paired(layer)
+    n, ei = make_graph("directed")
+    x = features(n, s.in_channels)
+    kw = call_kwargs(ei, weighted, with_attr)
+    with torch.no_grad():
+        assert_close(s(x, ei, **kw), p(x, ei, **kw), "before the edit")
+        ei[1, :40] = (ei[1, :40] + 7) % n
+        ei[0, 40:60] = (ei[0, 40:60] + 3) % n
+        assert_close(s(x, ei, **kw), p(x, ei, **kw), "after editing edge_index in place")
+
+
+def test_in_place_edit_of_edge_weight():
+    s, p, _, _ = paired("gcn_improved_weighted")
+    n, ei = make_graph("self_loops")
+    x, w = features(n, 8), edge_weight(ei.size(1))
+    with torch.no_grad():
+        assert_close(s(x, ei, w), p(x, ei, w), "before the edit")
+        w[:100] *= 3.0
+        assert_close(s(x, ei, w), p(x, ei, w), "after editing edge_weight in place")
+        assert_close(s(x, ei, w.clone()), p(x, ei, w), "a new weight tensor with the same values")
+        assert_close(s(x, ei), p(x, ei), "no weights after weights")
+
+
+@pytest.mark.parametrize("layout", [torch.sparse_csr, torch.sparse_coo], ids=["csr", "coo"])
+def test_in_place_edit_of_sparse_adjacency(layout):
+    s, p, _, _ = paired("gcn")
+    n, ei = make_graph("directed")
+    x = features(n, 8)
+    a = adj_t(ei, n, n, edge_weight(ei.size(1)), layout)
+    vals = a.values() if layout == torch.sparse_csr else a._values()
+    with torch.no_grad():
+        assert_close(s(x, a), p(x, a), "before the edit")
+        vals[:100] *= 3.0
+        assert_close(s(x, a), p(x, a), "after editing adj_t's values in place")
+
+
+@pytest.mark.parametrize("layer", ["gcn", "sage_mean", "gat"])
+def test_in_place_edit_of_mostly_zero_features(layer):
+    classes = {"gcn": (GCNConv, pyg.GCNConv, {}), "sage_mean": (SAGEConv, pyg.SAGEConv, {}),
+               "gat": (GATConv, pyg.GATConv, {"heads": 2})}
+    S, P, kw = classes[layer]
+    p, s = P(128, 16, **kw), S(128, 16, **kw)
+    randomize_zero_parameters(p)
+    s.load_state_dict(p.state_dict())
+    x = sparse_features(600, 128)
+    ei = random_edges(600, 600, 3000, seed=7)
+    with torch.no_grad():
+        assert_close(s(x, ei), p(x, ei), "before the edit")
+        x[:50] = features(50, 128, seed=8) * (x[:50] == 0)  # new nonzeros, old ones cleared
+        assert_close(s(x, ei), p(x, ei), "after editing x in place")
+        x2 = sparse_features(600, 128, seed=11)
+        assert_close(s(x2, ei), p(x2, ei), "a different x")
+
+
+def test_gcn_cached_keeps_the_first_graph_like_pyg():
+    p, s = pyg.GCNConv(8, 4, cached=T), GCNConv(8, 4, cached=T)
+    randomize_zero_parameters(p)
+    s.load_state_dict(p.state_dict())
+    n, ei1 = make_graph("directed", seed=0)
+    ei2 = random_edges(n, n, 300, seed=1)
+    x = features(n, 8)
+    with torch.no_grad():
+        assert_close(s(x, ei1), p(x, ei1), "first call")
+        assert_close(s(x, ei2), p(x, ei2), "second call (both keep the first normalisation)")
+
+
+# ------------------------------------------------------------------ error paths
+ERRORS = [
+    ("3_rows", lambda n: torch.zeros(3, 5, dtype=torch.long),
+     r"edge_index.*shape \[2, num_edges\].*\[3, 5\]"),
+    ("1_dim", lambda n: torch.zeros(6, dtype=torch.long), r"edge_index.*shape \[2, num_edges\].*\[6\]"),
+    ("float", lambda n: torch.zeros(2, 5), r"edge_index.*int64.*float32"),
+    ("source_out_of_range", lambda n: torch.tensor([[0, n], [1, 2]]), r"\[0, 10\).*got max source 10"),
+    ("target_out_of_range", lambda n: torch.tensor([[0, 1], [2, n + 5]]), r"\[0, 10\).*max target 15"),
+    ("negative", lambda n: torch.tensor([[0, -1], [1, 2]]), r"non-negative"),
+]
+
+
+@pytest.mark.parametrize("layer", ["gcn", "sage_mean", "sage_max", "gat", "gat_edge_attr"])
+@pytest.mark.parametrize("case", ERRORS, ids=[e[0] for e in ERRORS])
+def test_bad_edge_index(case, layer):
+    _, make, pattern = case
+    s, _, _, with_attr = paired(layer)
+    n = 10
+    ei = make(n)
+    kw = {"edge_attr": torch.zeros(ei.shape[-1], 2)} if with_attr else {}
+    with torch.no_grad(), pytest.raises(sgnn.UserError, match=pattern):
+        s(features(n, s.in_channels), ei, **kw)
+
+
+def test_bad_edge_weight_and_x():
+    s = GCNConv(8, 4)
+    n, ei = make_graph("directed")
+    with torch.no_grad():
+        with pytest.raises(sgnn.UserError, match=rf"edge_weight.*\[{ei.size(1)}\].*\[7\]"):
+            s(features(n, 8), ei, torch.ones(7))
+        with pytest.raises(sgnn.UserError, match="'x'.*two-dimensional.*got 1"):
+            s(torch.zeros(n), ei)
+
+
+# ------------------------------------------------------------------ DGL (symmetrised graphs)
+def dgl_graph(ei: torch.Tensor, n: int, self_loops: bool):
+    dgl = pytest.importorskip("dgl", reason="dgl is not importable")
+    g = dgl.graph((ei[0], ei[1]), num_nodes=n)
+    return dgl.add_self_loop(dgl.remove_self_loop(g)) if self_loops else g
+
+
+def symmetric_graph():
+    n, ei = make_graph("isolated")
+    sym = torch.unique(torch.cat([ei, ei.flip(0)], 1), dim=1)
+    return n, sym
+
+
+@pytest.mark.parametrize("channels", [(8, 4), (4, 8)])
+def test_dgl_graph_conv(channels):
+    dnn = pytest.importorskip("dgl.nn", reason="dgl is not importable")
+    n, ei = symmetric_graph()
+    p = pyg.GCNConv(*channels)
+    out = assert_layer(GCNConv(*channels), p, features(n, channels[0]), ei)
+    d = dnn.GraphConv(*channels, norm="both", allow_zero_in_degree=True)
+    with torch.no_grad():
+        d.weight.copy_(p.lin.weight.t())
+        d.bias.copy_(p.bias)
+        ref = d(dgl_graph(ei, n, self_loops=True), features(n, channels[0]))
+    assert_close(out, ref, "sgnn GCNConv vs DGL GraphConv(norm='both') with self loops")
+
+
+@pytest.mark.parametrize("channels", [(8, 4), (4, 8)])
+def test_dgl_sage_conv_mean(channels):
+    dnn = pytest.importorskip("dgl.nn", reason="dgl is not importable")
+    n, ei = symmetric_graph()
+    p = pyg.SAGEConv(*channels, aggr="mean")
+    out = assert_layer(SAGEConv(*channels, aggr="mean"), p, features(n, channels[0]), ei)
+    d = dnn.SAGEConv(*channels, aggregator_type="mean")
+    with torch.no_grad():
+        d.fc_neigh.weight.copy_(p.lin_l.weight)  # neighbours: PyG lin_l (with the bias)
+        d.fc_self.weight.copy_(p.lin_r.weight)   # root: PyG lin_r (no bias)
+        d.fc_self.bias.copy_(p.lin_l.bias)       # DGL keeps the one bias in fc_self
+        ref = d(dgl_graph(ei, n, self_loops=False), features(n, channels[0]))
+    assert_close(out, ref, "sgnn SAGEConv vs DGL SAGEConv('mean')")
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_dgl_gat_conv(heads):
+    dnn = pytest.importorskip("dgl.nn", reason="dgl is not importable")
+    n, ei = symmetric_graph()
+    p = pyg.GATConv(8, 4, heads=heads)
+    out = assert_layer(GATConv(8, 4, heads=heads), p, features(n, 8), ei)
+    d = dnn.GATConv(8, 4, num_heads=heads, negative_slope=0.2)
+    with torch.no_grad():
+        d.fc.weight.copy_(p.lin.weight)
+        d.attn_l.copy_(p.att_src)
+        d.attn_r.copy_(p.att_dst)
+        d.bias.copy_(p.bias)
+        ref = d(dgl_graph(ei, n, self_loops=True), features(n, 8)).reshape(n, heads * 4)
+    assert_close(out, ref, "sgnn GATConv vs DGL GATConv with self loops")
+
+
+# ------------------------------------------------------------------ real data: Cora, CiteSeer
+PLANETOID_FILES = ["x", "tx", "allx", "y", "ty", "ally", "graph", "test.index"]
+
+
+@pytest.fixture(scope="module", params=["Cora", "CiteSeer"])
+def planetoid(request, tmp_path_factory):
+    root = os.environ.get("SGNN_DATA")
+    if not root:
+        pytest.skip("SGNN_DATA is not set (expects $SGNN_DATA/planetoid/<Name>/raw/ind.<name>.*)")
+    name = request.param
+    raw = Path(root) / "planetoid" / name / "raw"
+    missing = [f for f in PLANETOID_FILES if not (raw / f"ind.{name.lower()}.{f}").exists()]
+    if missing:
+        pytest.skip(f"{name}: raw Planetoid files missing under {raw}: {missing}")
+    from torch_geometric.datasets import Planetoid
+    tmp = tmp_path_factory.mktemp(name)
+    (tmp / name).mkdir()
+    (tmp / name / "raw").symlink_to(raw.resolve(), target_is_directory=True)  # processed/ is written in tmp
+    return Planetoid(str(tmp), name)[0]
+
+
+@pytest.mark.parametrize("layer", ["gcn", "sage_mean", "gat"])
+def test_planetoid_layers(planetoid, layer):
+    d = planetoid
+    f = d.num_features
+    s, p = {
+        "gcn": (GCNConv(f, 16), pyg.GCNConv(f, 16)),
+        "sage_mean": (SAGEConv(f, 16), pyg.SAGEConv(f, 16)),
+        "gat": (GATConv(f, 8, heads=8), pyg.GATConv(f, 8, heads=8)),
+    }[layer]
+    assert_layer(s, p, d.x, d.edge_index)
+
+
+class Block(nn.Module):
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        self.conv = conv
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x, ei):
+        return self.drop(F.elu(self.conv(x, ei)))
+
+
+class TwoLayer(nn.Module):
+    """Convolutions nested in a submodule and a ModuleList, with plain modules in between."""
+
+    def __init__(self, first: nn.Module, second: nn.Module, hidden: int):
+        super().__init__()
+        self.body = Block(first)
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.ModuleList([second])
+
+    def forward(self, x, ei):
+        return self.out[0](self.norm(self.body(x, ei)), ei)
+
+
+@pytest.mark.parametrize("arch", ["gcn_gcn", "gat_sage"])
+def test_from_pyg_two_layer_model(planetoid, arch):
+    d = planetoid
+    f, c = d.num_features, int(d.y.max()) + 1
+    torch.manual_seed(0)
+    if arch == "gcn_gcn":
+        model = TwoLayer(pyg.GCNConv(f, 16), pyg.GCNConv(16, c), 16)
+        kinds = (GCNConv, GCNConv)
+    else:
+        model = TwoLayer(pyg.GATConv(f, 8, heads=4), pyg.SAGEConv(32, c), 32)
+        kinds = (GATConv, SAGEConv)
+    model.eval()
+    fast = from_pyg(model)
+    assert isinstance(fast.body.conv, kinds[0]) and isinstance(fast.out[0], kinds[1])
+    assert not isinstance(model.body.conv, kinds[0]), "from_pyg must not modify the original model"
+    assert list(fast.state_dict().keys()) == list(model.state_dict().keys())
+    assert not fast.training
+    with torch.no_grad():
+        ref = model(d.x, d.edge_index)
+        out = fast(d.x, d.edge_index)
+    assert_close(out, ref, f"{arch} logits")
+    assert torch.equal(out.argmax(-1), ref.argmax(-1)), "predictions differ"
