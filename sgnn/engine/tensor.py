@@ -332,7 +332,10 @@ def _as_values(v) -> torch.Tensor | None:
             v = v.to(torch.float32)
         else:
             raise UserError(f"expected float32 or float64 values (got {v.dtype})")
-    return v.contiguous().reshape(-1)
+    from .validate import check_no_nan
+    v = v.contiguous().reshape(-1)
+    check_no_nan(v, "SparseTensor")
+    return v
 
 
 __all__ = ["SparseTensor", "Signature", "index_dtype_for"]

@@ -74,6 +74,15 @@ def check_tensor(t) -> None:
             _fail(f"{where}: expected {parent} values (got shape {tuple(v.shape)})")
         if not v.is_contiguous():
             _fail(f"{where}: expected contiguous values")
+        check_no_nan(v, where)
+
+
+def check_no_nan(v: torch.Tensor, where: str) -> None:
+    """Stored values must not be NaN: a NaN would silently spread through every sum it enters."""
+    if bool(torch.isnan(v).any()):
+        p = int(torch.nonzero(torch.isnan(v))[0])
+        _fail(f"{where}: expected values without NaN (got NaN at position {p}); drop or replace them, "
+              f"e.g. with torch.nan_to_num")
 
 
 def _check_pos(pos: torch.Tensor, parent: int, nnz: int, where: str) -> None:
