@@ -213,9 +213,11 @@ class SparseTensor:
             fmt = CSR if m.format == "csr" else CSC
             pos, crd = torch.from_numpy(m.indptr), torch.from_numpy(m.indices)
             out = cls(m.shape, fmt, [None, pos], [None, crd], torch.from_numpy(m.data), check=False)
+            from .validate import check_no_nan, check_tensor
             if not m.has_sorted_indices or not m.has_canonical_format:
-                from .validate import check_tensor
                 check_tensor(out)
+            elif out.values is not None:
+                check_no_nan(out.values, "from_scipy")
             return out
         c = m.tocoo()
         return cls.from_coo(torch.from_numpy(c.row), torch.from_numpy(c.col), torch.from_numpy(c.data), c.shape)
