@@ -1,0 +1,182 @@
+"""Output: progress bars, the rich table, results.json / results.csv, and the bar charts."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib.metadata
+import json
+import math
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+COLUMNS = ("framework", "version", "dataset", "dataset_name", "model", "stand_in", "accuracy_comparable",
+           "status", "error", "test_accuracy", "median_ms", "mean_ms", "std_ms", "min_ms", "repetitions",
+           "warmup", "threads", "speedup_vs_pytorch", "argmax_agreement", "max_abs_diff", "agrees", "warning",
+           "nodes", "edges", "features", "classes", "hidden", "layers", "epochs", "weights", "weights_key",
+           "note", "versions")
+COLORS = {"pytorch": "#7f7f7f", "pyg": "#ff7f0e", "dgl": "#1f77b4", "sgnn": "#2ca02c"}
+console = Console(stderr=True)                                 # progress, status, warnings
+stdout = Console(width=None if sys.stdout.isatty() else 140)     # the table and result paths
+
+
+@contextlib.contextmanager
+def progress(desc: str, total: int | None, enabled: bool = True):
+    """A rich progress bar; yields ``advance(**fields)`` (fields update the description suffix)."""
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}")]
+    with Progress(*cols, console=console, disable=not enabled, transient=False) as bar:
+        task = bar.add_task(desc, total=total, info="")
+        yield lambda n=1, info="": bar.update(task, advance=n, info=info)
+
+
+def versions() -> dict:
+    """Versions of python, torch, torch_geometric, dgl, sgnn and the repo's git commit."""
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "torch_geometric", "dgl", "sgnn"):
+        try:
+            out[dist] = importlib.metadata.version(dist.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed" if dist != "sgnn" else "source tree"
+    try:
+        git = ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"]
+        done = subprocess.run(git, check=False, capture_output=True, text=True, timeout=10)
+        out["git"] = done.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        out["git"] = "?"
+    return out
+
+
+def _fmt(v, spec: str, suffix: str = "") -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{suffix}"
+
+
+def _ms(v: float) -> str:
+    return f"{v:.2f}" if v < 100 else f"{v:.0f}"
+
+
+def print_table(rows: list[dict], title: str, multi: bool | None = None) -> None:
+    """framework, test accuracy, median/mean/std ms, speedup vs PyTorch, agreement, status (plus dataset
+    and model columns when ``multi``, by default when the rows hold several)."""
+    multi = len({(r["dataset"], r["model"]) for r in rows}) > 1 if multi is None else multi
+    t = Table(title=title, title_justify="left")
+    for c in (["dataset", "model"] if multi else []) + ["framework", "version", "test acc", "median ms",
+                                                        "mean ± std ms", "vs pytorch", "agrees"]:
+        t.add_column(c, justify="left" if c in ("dataset", "model", "framework", "version") else "right",
+                     no_wrap=c != "dataset")
+    for r in rows:
+        acc = _fmt(r["test_accuracy"], ".1%") + ("" if r["accuracy_comparable"] else "*")
+        spread = "-" if r["mean_ms"] is None else f"{r['mean_ms']:.2f} ± {r['std_ms']:.2f}"
+        agrees = {True: "yes", False: f"[yellow]NO ({_fmt(r['argmax_agreement'], '.2%')})[/]", None: "-"}
+        cells = [r["framework"], r["version"], acc, _fmt(r["median_ms"], ".2f"), spread,
+                 _fmt(r["speedup_vs_pytorch"], ".2f", "x"), agrees[r["agrees"]]]
+        if r["status"] != "ok":
+            cells[2:] = ["[red]error (below)[/]", "", "", "", ""]
+        t.add_row(*([r["dataset"], r["model"]] if multi else []), *cells)
+    stdout.print(t)
+    if any(not r["accuracy_comparable"] for r in rows):
+        stdout.print("* accuracy not comparable to published numbers (stand-in or synthetic data)")
+    for r in rows:
+        if r["status"] != "ok":
+            stdout.print(f"[red]{r['framework']}[/] ({r['dataset']}, {r['model']}): {r['error']}")
+
+
+def write_json(rows: list[dict], path: Path) -> None:
+    path.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            vs = r.get("versions") or {}
+            w.writerow({**r, "versions": "; ".join(f"{k} {v}" for k, v in vs.items())})
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def bar_chart(rows: list[dict], path: Path, title: str) -> None:
+    """Median forward time per framework (error bar: std), labelled with ms and speedup vs PyTorch."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    names = [r["framework"] for r in rows]
+    med = [r["median_ms"] or 0.0 for r in rows]
+    bars = ax.bar(names, med, yerr=[r["std_ms"] or 0.0 for r in rows], capsize=4,
+                  color=[COLORS.get(n, "#9467bd") for n in names])
+    for b, r in zip(bars, rows):
+        text = "error" if r["status"] != "ok" else f"{_ms(r['median_ms'])} ms\n" + _fmt(
+            r["speedup_vs_pytorch"], ".2f", "x vs pytorch")
+        top = b.get_height() + (r["std_ms"] or 0.0)
+        ax.annotate(text, (b.get_x() + b.get_width() / 2, top), ha="center", va="bottom",
+                    xytext=(0, 4), textcoords="offset points", fontsize=9)
+    ax.set_ylabel("median forward time (ms, lower is better)")
+    ax.set_ylim(0, max([m + (r["std_ms"] or 0.0) for m, r in zip(med, rows)] + [1e-3]) * 1.3)
+    fig.suptitle(title, fontsize=10)
+    vs = rows[0].get("versions", {}) if rows else {}
+    ax.set_title(", ".join(f"{k} {v}" for k, v in vs.items()), fontsize=7, color="gray")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def speedup_figure(rows: list[dict], path: Path, baseline: str = "pytorch") -> None:
+    """One panel per model, datasets on x, one bar per framework: speedup vs ``baseline`` (Scorch-style).
+    Tick labels give the baseline's median ms; a log axis is used when speedups span more than 10x."""
+    plt = _plt()
+    ok = [r for r in rows if r["status"] == "ok" and r["framework"] != baseline and r["speedup_vs_pytorch"]]
+    order = ("gcn", "sage", "gat")
+    models = sorted({r["model"] for r in rows}, key=lambda m: (order.index(m) if m in order else 9, m))
+    frameworks = [f for f in ("sgnn", "pyg", "dgl") if any(r["framework"] == f for r in ok)]
+    frameworks += sorted({r["framework"] for r in ok} - set(frameworks))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    k = max(len(models), 1)
+    fig, axes = plt.subplots(1, k, figsize=(1.2 + 1.6 * max(len(datasets), 2) * k, 4.8), squeeze=False,
+                             sharey=True, layout="constrained")
+    width, labelled = 0.8 / max(len(frameworks), 1), set()
+    speedups = [r["speedup_vs_pytorch"] for r in ok] or [1.0]
+    for ax, model in zip(axes[0], models):
+        for j, fw in enumerate(frameworks):
+            for i, ds in enumerate(datasets):
+                hit = [r for r in ok if (r["model"], r["framework"], r["dataset"]) == (model, fw, ds)]
+                if hit:
+                    s = hit[0]["speedup_vs_pytorch"]
+                    x = i + (j - (len(frameworks) - 1) / 2) * width
+                    ax.bar(x, s, width, color=COLORS.get(fw, "#9467bd"), label=None if fw in labelled else fw)
+                    labelled.add(fw)
+                    ax.annotate(f"{s:.2f}", (x, s), ha="center", va="bottom", fontsize=7,
+                                xytext=(0, 2), textcoords="offset points")
+        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        ax.set_xticks(range(len(datasets)), [_tick(rows, model, ds, baseline) for ds in datasets], fontsize=7)
+        ax.set_title(model.upper())
+    if max(speedups) / min(speedups) > 10:
+        axes[0][0].set_yscale("log")
+    axes[0][0].set_ylabel(f"speedup vs {baseline} (higher is better)")
+    threads = sorted({r["threads"] for r in rows})
+    fig.suptitle(f"Full-graph inference, median forward time vs {baseline} "
+                 f"({'/'.join(map(str, threads))} threads)", fontsize=10)
+    handles = [h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]]
+    if handles:
+        fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
+                   ncols=len(handles), fontsize=8)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def _tick(rows: list[dict], model: str, dataset: str, baseline: str) -> str:
+    base = [r for r in rows if (r["model"], r["dataset"], r["framework"]) == (model, dataset, baseline)]
+    ms = f"\n{baseline} {base[0]['median_ms']:.3g} ms" if base and base[0]["median_ms"] else ""
+    return _wrap(dataset) + ms
+
+
+def _wrap(label: str) -> str:
+    return label.replace(" (", "\n(").replace(": ", ":\n")
