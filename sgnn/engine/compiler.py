@@ -149,6 +149,9 @@ def build(source: str, name: str = "kernel") -> tuple[ctypes.CDLL, dict]:
         lib = ctypes.CDLL(str(so))
     except OSError as e:
         raise CompilerError(f"loading compiled kernel {name} from {so} failed: {e}") from e
+    finally:
+        if not s.cache:  # the loaded mapping outlives the file: leave nothing behind
+            shutil.rmtree(so.parent, ignore_errors=True)
     _loaded[key] = lib
     ms = 1e3 * (time.perf_counter() - t0)
     log(1, f"{name}: {'hit' if hit else 'miss'} {ms:.1f} ms ({so})")
