@@ -42,3 +42,39 @@ template <class T> inline T* scratch(int64_t n) {
 }
 
 }  // namespace sg
+
+// Register accumulator tiles: N values held in whole 64-byte vectors, so g++ keeps them in
+// registers across a loop over nonzeros (a plain T[N] array is kept in memory, and every
+// accumulation then waits on a store-to-load round trip).
+namespace sg {
+template <class T> struct vec;
+template <> struct vec<float> {
+  typedef float v __attribute__((vector_size(64)));
+  typedef float u __attribute__((vector_size(64), aligned(4)));  // unaligned load/store
+};
+template <> struct vec<double> {
+  typedef double v __attribute__((vector_size(64)));
+  typedef double u __attribute__((vector_size(64), aligned(8)));
+};
+template <class T, int64_t N> struct Tile {
+  static constexpr int64_t VL = 64 / sizeof(T);
+  static constexpr int64_t NV = N / VL;
+  static_assert(N % VL == 0, "a register tile is a whole number of vectors");
+  typename vec<T>::v r[NV];
+};
+template <class T, int64_t N> inline void tile_zero(Tile<T, N>& t) {
+#pragma GCC unroll 16
+  for (int64_t k = 0; k < Tile<T, N>::NV; k++) t.r[k] = typename vec<T>::v{};
+}
+// t += h * x[0 .. N)
+template <class T, int64_t N> inline void tile_axpy(Tile<T, N>& t, T h, const T* x) {
+#pragma GCC unroll 16
+  for (int64_t k = 0; k < Tile<T, N>::NV; k++)
+    t.r[k] += h * *(const typename vec<T>::u*)(x + k * Tile<T, N>::VL);
+}
+template <class T, int64_t N> inline void tile_spill(const Tile<T, N>& t, T* out) {
+#pragma GCC unroll 16
+  for (int64_t k = 0; k < Tile<T, N>::NV; k++)
+    *(typename vec<T>::u*)(out + k * Tile<T, N>::VL) = t.r[k];
+}
+}  // namespace sg

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ctypes
 
-from .loopir import (Assign, Comment, Decl, For, Function, If, Let, Merge, Parallel, PosFor,
+from .loopir import (Assign, Comment, Decl, For, Function, If, Intrinsic, Let, Merge, Parallel, PosFor,
                      Workspace)
 
 CTYPES = {"int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32}
@@ -106,4 +106,6 @@ def _node(n, d: int) -> list[str]:
         return out + [f"{p}}}"]
     if isinstance(n, Comment):
         return [f"{p}// {n.text}"]
+    if isinstance(n, Intrinsic):
+        return [f"{p}{n.text};"]
     raise TypeError(f"codegen: unknown node {type(n).__name__}")

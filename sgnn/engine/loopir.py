@@ -108,6 +108,13 @@ class Assign:
 
 
 @dataclass(frozen=True, slots=True)
+class Intrinsic:
+    """a call into csrc/sgnn_runtime.h, e.g. sg::tile_axpy(acc, h, &X[row])"""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class If:
     cond: str
     then: tuple
@@ -180,6 +187,8 @@ def show(nodes, depth: int = 0) -> str:
             out.append(show(n.body, depth + 1))
         elif isinstance(n, Comment):
             out.append(f"{pad}# {n.text}")
+        elif isinstance(n, Intrinsic):
+            out.append(f"{pad}{n.text}")
     return "\n".join(x for x in out if x)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import InternalError, NotSupported
 from .expr import Access, BinOp, Call, Const, Expr, Pattern, Reduce
-from .loopir import (Assign, Comment, Decl, For, Function, If, Let, Merge, Parallel, PosFor, Prefetch,
+from .loopir import (Assign, Comment, Decl, For, Function, If, Intrinsic, Let, Merge, Parallel, PosFor, Prefetch,
                      Walker, Workspace)
 from .fusion import softmax_groups
 from .rewrite import factors, product
@@ -379,7 +379,43 @@ class Lowerer:
             idx = here if idx == "0" else f"({idx}) * {self.extent(w, env)} + {here}"
         return idx
 
+    def register_tile(self, r: Reduce, env: Env):
+        """(scalar factors, gathered access) when ``r`` is ``sum_j s * X[.., tile]`` on the full-tile
+        fast path with whole vectors: it then accumulates in vector registers (``sg::Tile``)."""
+        t = self.tile
+        if t is None or env.tn != "TILE" or r.op != "sum" or self.ws_dims(r) != [t.var]:
+            return None
+        elem = 4 if self.s.value_dtype == "float32" else 8
+        if (t.size * elem) % 64 or t.size * elem > 1024:
+            return None
+        fs = factors(r.body)
+        lane = [f for f in fs if t.var in f.free]
+        if len(lane) != 1 or not isinstance(lane[0], Access) or self.slot(lane[0]).sparse:
+            return None
+        x = lane[0]
+        if x.idx[-1] != t.var or x.idx.count(t.var) != 1:
+            return None
+        return [f for f in fs if f is not x], x
+
+    def emit_register_reduce(self, r: Reduce, env: Env, scalars, x: Access) -> list:
+        name = self.fresh("ws")
+        acc = f"{name}_r"
+        self.ws[r] = (name, [self.tile.var])
+        out = [Intrinsic(f"sg::Tile<T, TILE> {acc}"), Intrinsic(f"sg::tile_zero({acc})")]
+        tv = self.tile.var
+
+        def leaf(e: Env) -> tuple:
+            row = self.render(x, e)  # X[... + v_tile] with v_tile bound to the tile start below
+            return (Let("int64_t", var(tv), "t0"),
+                    Intrinsic(f"sg::tile_axpy({acc}, {self.render(product(scalars), e)}, &{row})"))
+        out += self.reduce_nest(r, list(self.s.reduce_order[r]), 0, env, product(scalars), None, None, leaf)
+        out += [Workspace("T", name, "TILE"), Intrinsic(f"sg::tile_spill({acc}, {name})")]
+        return out
+
     def emit_reduce(self, r: Reduce, env: Env) -> list:
+        reg = self.register_tile(r, env)
+        if reg is not None:
+            return self.emit_register_reduce(r, env, *reg)
         dims = self.ws_dims(r)
         name = self.fresh("ws")
         heap = any(self.extent(w, env) != "TILE" for w in dims)
@@ -400,8 +436,10 @@ class Lowerer:
             out += self.dense_nest(dims, env, lambda e: (Assign(ref, "=", f"({ref} == {inf}) ? T(0) : {ref}"),))
         return out
 
-    def reduce_nest(self, r, order, k, env, body, ref, op) -> tuple:
+    def reduce_nest(self, r, order, k, env, body, ref, op, leaf=None) -> tuple:
         if k == len(order):
+            if leaf is not None:
+                return leaf(env)
             return (Assign(ref, op, self.render(body, env)),)
         v = order[k]
         body, lets = self.hoist(body, set(env.bound) | {v}, order[k + 1:], env, v)
@@ -410,7 +448,7 @@ class Lowerer:
         def inside(env2: Env) -> tuple:
             ready = self.emit_ready(r.body, env2, final=True) if not is_dim else ()
             hoisted = tuple(Let("T", n, self.render(e, env2)) for n, e in lets)
-            return (*ready, *hoisted, *self.reduce_nest(r, order, k + 1, env2, body, ref, op))
+            return (*ready, *hoisted, *self.reduce_nest(r, order, k + 1, env2, body, ref, op, leaf))
 
         if is_dim:
             return self.dense_loop(v, env, lambda e2: inside(e2), innermost=(k == len(order) - 1))
