@@ -345,9 +345,13 @@ def test_wide_features_register_tile(dtype):
     assert_close(sgnn.einsum("ik,kj->ij", S.operand, x), ref, dtype, scale)
 
 
-def test_wide_features_cache_tile():
-    """A gathered operand larger than the cache share moves the tile loop outermost; same result."""
+def test_wide_features_cache_tile(monkeypatch):
+    """A gathered operand past the outer-tiling threshold moves the tile loop outermost; same result.
+
+    The threshold is lowered to the panel budget so a test-sized operand crosses it."""
+    from sgnn.engine import schedule
     from sgnn.engine.schedule import CACHE_SHARE, cache_sizes
+    monkeypatch.setattr(schedule, "OUTER_TILE_FACTOR", CACHE_SHARE)
     llc = cache_sizes()[max(cache_sizes())]
     F = 300
     rows = int(CACHE_SHARE * llc // (F * 4)) + 64
