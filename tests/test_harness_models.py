@@ -68,3 +68,11 @@ def test_check_reports_disagreement():
     bad = check(ref, ref.flip(1), c)
     assert not bad["agrees"] and bad["argmax_agreement"] < 1 and "argmax agreement" in bad["warning"]
     assert not check(ref, torch.zeros(3, 4), c)["agrees"]
+
+
+def test_threads_are_restored():
+    from sgnn.harness.timing import threads
+    before = torch.get_num_threads()
+    with threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

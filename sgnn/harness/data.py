@@ -77,8 +77,16 @@ def load(cfg) -> Graph:
     g.data.edge_index = _clean(g.data.edge_index, g.data.num_nodes)   # DGL == PyG needs symmetry
     if g.num_edges != before:
         g.info["edges_added_by_symmetrisation"] = g.num_edges - before
+    if ds.get("normalize_features"):
+        g.data.x = normalize_features(g.data.x)
     g.info.setdefault("root", str(root))
     return g
+
+
+def normalize_features(x: torch.Tensor) -> torch.Tensor:
+    """Row-normalise (rows sum to 1), as PyG's ``T.NormalizeFeatures``."""
+    x = x - x.min()
+    return x / x.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
 
 # --- synthetic graphs ---------------------------------------------------------------------------

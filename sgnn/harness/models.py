@@ -107,7 +107,7 @@ def _copy(t: torch.Tensor) -> torch.Tensor:
 
 
 def _torch_params(kind: str, conv) -> dict:
-    d = _copy
+    d = _copy                                   # detached copies: the twin shares nothing with PyG
     if kind == "gcn":
         return {"weight": d(conv.lin.weight), "bias": d(conv.bias)}
     if kind == "sage":

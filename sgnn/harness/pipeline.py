@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import data as datasets
 from .models import FRAMEWORKS
 from .report import bar_chart, console, print_table, progress, stdout, versions, write_csv, write_json
-from .timing import bench, set_threads
+from .timing import bench, threads
 from .train import accuracy, load_or_train
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -45,11 +45,16 @@ def check(ref: torch.Tensor, out: torch.Tensor, c) -> dict:
 
 
 def run(cfg: DictConfig, out_dir: Path) -> list[dict]:
-    """Run the comparison of ``cfg.frameworks`` and write results.json, results.csv, times.png."""
+    """Run the comparison of ``cfg.frameworks`` with ``cfg.threads`` threads (restored afterwards) and
+    write results.json, results.csv and times.png to ``out_dir``; returns the rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-    warnings.filterwarnings("ignore", message=".*Sparse invariant checks are implicitly disabled.*")
-    set_threads(int(cfg.threads))
+    with threads(int(cfg.threads)), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        warnings.filterwarnings("ignore", message=".*Sparse invariant checks are implicitly disabled.*")
+        return _run(cfg, out_dir)
+
+
+def _run(cfg: DictConfig, out_dir: Path) -> list[dict]:
     show = bool(cfg.progress)
     with console.status(f"loading {cfg.dataset.name}", spinner="dots") if show else contextlib.nullcontext():
         graph = datasets.load(cfg)

@@ -159,7 +159,12 @@ def speedup_figure(rows: list[dict], path: Path, baseline: str = "pytorch") -> N
         ax.set_xticks(range(len(datasets)), [_tick(rows, model, ds, baseline) for ds in datasets], fontsize=7)
         ax.set_title(model.upper())
     if max(speedups) / min(speedups) > 10:
+        lo, hi = min(speedups) / 1.5, max(speedups) * 1.5
         axes[0][0].set_yscale("log")
+        axes[0][0].set_ylim(lo, hi)
+        ticks = [t * 10.0 ** e for e in range(-3, 4) for t in (1, 2, 5) if lo <= t * 10.0 ** e <= hi]
+        axes[0][0].set_yticks(ticks, [f"{t:g}" for t in ticks])
+        axes[0][0].minorticks_off()
     axes[0][0].set_ylabel(f"speedup vs {baseline} (higher is better)")
     threads = sorted({r["threads"] for r in rows})
     fig.suptitle(f"Full-graph inference, median forward time vs {baseline} "

@@ -1,6 +1,7 @@
 """Warm, in-process timing of a whole forward pass, with one thread count for every framework."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import statistics
@@ -28,12 +29,28 @@ class Timing:
 
 
 def set_threads(n: int) -> None:
-    """Use ``n`` threads in torch, DGL and OpenMP kernels loaded later (sgnn reads OMP_NUM_THREADS)."""
+    """Use ``n`` threads in torch (sgnn's kernels follow torch.get_num_threads()), DGL, and OpenMP
+    runtimes loaded later (OMP_NUM_THREADS)."""
     os.environ["OMP_NUM_THREADS"] = str(n)
     torch.set_num_threads(n)
     if "dgl" in sys.modules or _has_dgl():
         import dgl.utils
         dgl.utils.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """``set_threads(n)`` for a block; the previous torch thread count and OMP_NUM_THREADS come back."""
+    old, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    set_threads(n)
+    try:
+        yield
+    finally:
+        set_threads(old)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
 
 
 def _has_dgl() -> bool:
