@@ -51,14 +51,5 @@ def sgnn_cache_dir(tmp_path_factory):
 @pytest.fixture
 def threads():
     """Run a block at a given thread count: ``with threads(1): ...`` (restored afterwards)."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def at(n: int):
-        old = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
-    return at
+    from thread_helpers import num_threads
+    return num_threads

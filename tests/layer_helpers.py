@@ -83,14 +83,7 @@ def sgnn_adj(edge_index, n_src: int, n_dst: int, values=None) -> sgnn.SparseTens
                                       sum_duplicates=False)
 
 
-@contextlib.contextmanager
-def num_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+from thread_helpers import num_threads  # noqa: E402
 
 
 def randomize_zero_parameters(module: torch.nn.Module, seed: int = 0) -> None:

@@ -22,14 +22,7 @@ INDEX_DTYPES = [torch.int32, torch.int64]
 SHAPES = [(0, 0), (0, 5), (5, 0), (1, 1), (33, 127), (3000, 40), (4, 5000)]
 
 
-@contextlib.contextmanager
-def num_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+from thread_helpers import num_threads  # noqa: E402
 
 
 def random_coo(shape, nnz, *, seed=0, dup=True, vdtype=torch.float32, power_law=False):
