@@ -5,7 +5,6 @@ the sgnn layer and checks every property a drop-in layer must have. Each failure
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch

@@ -4,7 +4,6 @@ Values are integer-valued floats wherever sums are compared, so any summation or
 """
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
