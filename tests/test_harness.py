@@ -114,11 +114,6 @@ def test_failing_framework_reports_error_in_its_row_only(tmp_path, monkeypatch):
 
 
 def test_end_to_end_with_sgnn(tmp_path):
-    # TODO(lead): remove this guard once sgnn.layers.from_pyg exists.
-    try:
-        from sgnn.layers import from_pyg  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"sgnn.layers.from_pyg is not importable yet ({e})")
     for model in ("gcn", "sage", "gat"):
         rows = main(FAST + caches(tmp_path) + [f"model={model}", "plot=false"], tmp_path / model)
         sg = next(r for r in rows if r["framework"] == "sgnn")

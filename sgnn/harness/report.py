@@ -22,7 +22,7 @@ COLUMNS = ("framework", "version", "dataset", "dataset_name", "model", "stand_in
            "note", "versions")
 COLORS = {"pytorch": "#7f7f7f", "pyg": "#ff7f0e", "dgl": "#1f77b4", "sgnn": "#2ca02c"}
 console = Console(stderr=True)                                 # progress, status, warnings
-stdout = Console(width=None if sys.stdout.isatty() else 140)     # the table and result paths
+stdout = Console(width=None if sys.stdout.isatty() else 180)     # the table and result paths
 
 
 @contextlib.contextmanager
@@ -140,7 +140,7 @@ def speedup_figure(rows: list[dict], path: Path, baseline: str = "pytorch") -> N
     frameworks += sorted({r["framework"] for r in ok} - set(frameworks))
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     k = max(len(models), 1)
-    fig, axes = plt.subplots(1, k, figsize=(1.2 + 1.6 * max(len(datasets), 2) * k, 4.8), squeeze=False,
+    fig, axes = plt.subplots(1, k, figsize=(1.2 + 1.6 * max(len(datasets), 2) * k, 5.2), squeeze=False,
                              sharey=True, layout="constrained")
     width, labelled = 0.8 / max(len(frameworks), 1), set()
     speedups = [r["speedup_vs_pytorch"] for r in ok] or [1.0]
@@ -179,7 +179,7 @@ def speedup_figure(rows: list[dict], path: Path, baseline: str = "pytorch") -> N
 
 def _tick(rows: list[dict], model: str, dataset: str, baseline: str) -> str:
     base = [r for r in rows if (r["model"], r["dataset"], r["framework"]) == (model, dataset, baseline)]
-    ms = f"\n{baseline} {base[0]['median_ms']:.3g} ms" if base and base[0]["median_ms"] else ""
+    ms = f"\n{baseline} {_ms(base[0]['median_ms'])} ms" if base and base[0]["median_ms"] else ""
     return _wrap(dataset) + ms
 
 
