@@ -426,6 +426,13 @@ def summary_table(rows, cases):
                 right={"sgnn ms", *[f"vs {b}" for b in BASELINES], "vs fastest", "sgnn/pyg peak mem"})
 
 
+def busy_note(*rs) -> str:
+    """' [UNRELIABLE: ...]' when other processes were busy while any of these rows was timed."""
+    busy = [f"{r['framework']} {r['others_cores']:.2f}" for r in rs
+            if r is not None and r.get("others_cores", 0.0) >= RETRY_LOAD]
+    return f" [UNRELIABLE: other processes used cores while timing: {', '.join(busy)}]" if busy else ""
+
+
 def targets(rows, graphs) -> list[tuple[bool | None, str]]:
     res = []
     by = {(r["graph"], r["model"], r["framework"]): r for r in rows}
@@ -447,7 +454,7 @@ def targets(rows, graphs) -> list[tuple[bool | None, str]]:
                 extra = f"; vs default pyg {by[(g, kind, 'pyg')]['median_s'] / sg['median_s']:.2f}×"
             res.append((s >= need, f"{what} ({fastest['framework']}): {s:.2f}× "
                                    f"({fmt_ms(sg['median_s'])} vs {fmt_ms(fastest['median_s'])} ms{extra}; "
-                                   f"target ≥ {need}×)"))
+                                   f"target ≥ {need}×){busy_note(sg, *base)}"))
     for g in graphs:
         sg = by.get((g, "gat2", "sgnn"))
         if sg is None:
@@ -463,7 +470,7 @@ def targets(rows, graphs) -> list[tuple[bool | None, str]]:
                 continue
             s = r["median_s"] / sg["median_s"]
             res.append((s >= need, f"{what}: {s:.2f}× ({fmt_ms(sg['median_s'])} vs {fmt_ms(r['median_s'])} ms; "
-                                   f"target ≥ {need}×)"))
+                                   f"target ≥ {need}×){busy_note(sg, r)}"))
         r = by.get((g, "gat2", "pyg"))
         if r is not None and "peak_rss_mib" in r and "peak_rss_mib" in sg:
             res.append((sg["peak_rss_mib"] < r["peak_rss_mib"],
