@@ -33,18 +33,19 @@ class PosFor:
     var: str
     crd: str
     body: tuple
-    prefetch: tuple = ()  # Prefetch(...) of rows gathered through crd[p + distance]
+    prefetch: tuple = ()  # Prefetch(...) of rows gathered through crd[p + d]
 
 
 @dataclass(frozen=True, slots=True)
 class Prefetch:
-    """prefetch bytes of array[base(crd[p + distance]) ...] ahead of the gather"""
+    """prefetch bytes of array[base(crd[p + d]) ...] ahead of the gather, d = sg::prefetch_ahead(bytes, lines)"""
 
     array: str
     row: str  # elements per gathered row
     offset: str  # element offset within the row (the tile start)
     nbytes: str
-    distance: int
+    lines: int  # cache lines in flight: the distance d in nonzeros follows from the row's bytes
+    limit: str = ""  # positions below this may be read: the level's nnz, so the stream crosses rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +163,7 @@ def show(nodes, depth: int = 0) -> str:
             out.append(f"{pad}for {n.var} in {n.lo} .. {n.hi}{step}{walk}:{tag}")
             out.append(show(n.body, depth + 1))
         elif isinstance(n, PosFor):
-            pf = "".join(f"  (prefetch {x.array} rows {x.distance} ahead)" for x in n.prefetch)
+            pf = "".join(f"  (prefetch {x.array} rows, {x.lines} lines ahead)" for x in n.prefetch)
             out.append(f"{pad}for {n.p} in {n.lo} .. {n.hi}: {n.var} = {n.crd}[{n.p}]{pf}")
             out.append(show(n.body, depth + 1))
         elif isinstance(n, Merge):

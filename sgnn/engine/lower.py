@@ -21,7 +21,7 @@ from .rewrite import factors, product
 from .schedule import FULL, Schedule, Tile, _level_of, domain, iterators, reduces
 
 FUSE_SOFTMAX = True  # online softmax (one pass) instead of three passes per row
-PREFETCH_DISTANCE = 8  # nonzeros ahead: enough to cover a DRAM miss at a few ns per nonzero
+PREFETCH_LINES = 128  # cache lines of gathered rows kept in flight (prefetched into L2)
 IDENTITY = {"sum": "T(0)", "max": "-SG_INF", "min": "SG_INF"}
 ASSIGN_OP = {"sum": "+=", "max": "max=", "min": "min="}
 
@@ -204,7 +204,11 @@ class Lowerer:
             p = self.pos_name(a, k)
             lo, hi = f"{sl.key}_pos{k}[{parent}]", f"{sl.key}_pos{k}[{parent} + 1]"
             env2 = self.bind(v, env, accs, {a: p}, {})
-            return (PosFor(p, lo, hi, var(v), f"{sl.key}_crd{k}", body_of(env2), self.prefetches(scope, v, env)),)
+            limit = ""
+            if k == 1 and sl.format.levels[0].kind == "dense":  # the level holds pos1[N] nonzeros
+                limit = f"{sl.key}_pos1[{size(sl.level_vars(a)[0])}]"
+            return (PosFor(p, lo, hi, var(v), f"{sl.key}_crd{k}", body_of(env2),
+                           self.prefetches(scope, v, env, limit)),)
         its = iterators(f)
         walkers = [self.walker(a, env) for a in its]
         flags = {a: w.flag for a, w in zip(its, walkers)}
@@ -215,7 +219,7 @@ class Lowerer:
         cond = _formula(f, flags)
         return (*pre, Merge(var(v), tuple(walkers), live, cond, body_of(env2)))
 
-    def prefetches(self, scope: Expr, v: str, env: Env) -> tuple:
+    def prefetches(self, scope: Expr, v: str, env: Env, limit: str = "") -> tuple:
         """Prefetch the dense rows ``X[v, ...]`` a reduction gathers, when the schedule asks for it."""
         if self.tile is None or not self.tile.prefetch or v in self.s.stmt.idx:
             return ()
@@ -230,7 +234,7 @@ class Lowerer:
             offset = "t0" if tiled and len(rest) == 1 else "0"
             width = f"{env.tn}" if tiled and len(rest) == 1 else row
             nbytes = f"sg::min<int64_t>(({width}) * sizeof(T), 512)"
-            pf = Prefetch(sl.key, row, offset, nbytes, PREFETCH_DISTANCE)
+            pf = Prefetch(sl.key, row, offset, nbytes, PREFETCH_LINES, limit)
             if pf not in out:
                 out.append(pf)
         return tuple(out)

@@ -14,7 +14,7 @@ import torch
 
 from ..config import log, settings
 from ..errors import InternalError, UserError
-from . import codegen, compiler
+from . import codegen, compiler, memory
 from .expr import Statement
 from .formats import Format
 from .loopir import show
@@ -194,12 +194,12 @@ class Plan:
         bounds, nparts = self.bounds(by_slot, sizes, nthreads)
         tail = [bounds.data_ptr(), nparts, nthreads]
         if s.output == "dense":
-            out = torch.empty(out_shape, dtype=self.value_dtype)
+            out = memory.empty(out_shape, self.value_dtype)
             k.fns["compute"](*args, out.data_ptr(), *tail)
             return out
         driver = by_slot[s.slots[s.driver].key]
         if s.output == "sampled":
-            vals = torch.empty(driver.nnz * inner, dtype=self.value_dtype)
+            vals = memory.empty(driver.nnz * inner, self.value_dtype)
             k.fns["compute"](*args, vals.data_ptr(), *tail)
             n_extra = len(s.inner)
             return SparseTensor(out_shape, s.out_format, list(driver.pos) + [None] * n_extra,
@@ -211,7 +211,7 @@ class Plan:
         torch.cumsum(pos, 0, out=pos)
         nnz = int(pos[-1])
         crd = torch.empty(nnz, dtype=torch.int64)
-        vals = torch.empty(nnz * inner, dtype=self.value_dtype)
+        vals = memory.empty(nnz * inner, self.value_dtype)
         k.fns["compute"](*args, pos.data_ptr(), crd.data_ptr(), vals.data_ptr(), *tail)
         n_extra = len(s.inner)
         return SparseTensor(out_shape, s.out_format, [None, pos] + [None] * n_extra,

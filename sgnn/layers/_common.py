@@ -8,7 +8,10 @@ import torch
 from ..engine import SparseTensor, einsum
 from ..errors import UserError
 
-SPARSE_FEATURE_DENSITY = 0.1  # below this fraction of nonzeros, X·W runs as a sparse×dense product
+# Below this fraction of nonzeros, X·W runs as a sparse×dense product. Measured on PubMed's 19717 x 500
+# features at 10% density (2 threads): sparse 0.44 / 1.09 / 5.3 ms vs dense GEMM 5.8 / 10.3 / 30 ms for
+# 16 / 64 / 256 outputs, i.e. sparse wins up to ~60% density; 0.3 leaves a margin.
+SPARSE_FEATURE_DENSITY = 0.3
 _SAMPLE = 4096
 
 
