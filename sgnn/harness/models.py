@@ -26,12 +26,13 @@ class PygNet(nn.Module):
         super().__init__()
         self.kind, self.act, self.dropout = kind, act, dropout
         self.convs = nn.ModuleList(convs)
+        self.act_in_convs = False  # set on the sgnn twin: its convs apply the activation themselves
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         for i, conv in enumerate(self.convs):
             x = F.dropout(x, self.dropout, self.training)
             x = conv(x, edge_index)
-            if i < len(self.convs) - 1:
+            if i < len(self.convs) - 1 and not self.act_in_convs:
                 x = ACTS[self.act](x)
         return x
 
@@ -212,10 +213,14 @@ def dgl_forward(net: PygNet, data, **_) -> Callable[[], torch.Tensor]:
 def sgnn_forward(net: PygNet, data, **_) -> Callable[[], torch.Tensor]:
     try:
         from sgnn.layers import from_pyg
+        from sgnn.layers.activation import resolve as resolve_act
     except ImportError as e:
         raise FrameworkUnavailable(f"sgnn: cannot import sgnn.layers.from_pyg ({type(e).__name__}: {e}); "
                                    f"the sgnn layers are not built yet, the other frameworks ran") from e
     twin = from_pyg(net).eval()
+    for conv in twin.convs[:-1]:        # conv -> act -> conv: the activation runs in the conv's last pass
+        conv.act = resolve_act(twin.act)
+    twin.act_in_convs = True
     return lambda: twin(data.x, data.edge_index)
 
 

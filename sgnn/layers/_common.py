@@ -5,7 +5,7 @@ import weakref
 
 import torch
 
-from ..engine import SparseTensor, einsum
+from ..engine import SparseTensor, einsum, memory
 from ..errors import UserError
 
 # Below this fraction of nonzeros, X·W runs as a sparse×dense product. Measured on PubMed's 19717 x 500
@@ -76,7 +76,7 @@ def matmul_t(x, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` (a torch Linear's product), sparse×dense when ``x`` is mostly zeros."""
     xs = x if isinstance(x, SparseTensor) else _as_sparse_features(x)
     if xs is None:
-        return x @ weight.t()
+        return linear(x, weight)
     w = weight.detach()
     if xs.dtype != w.dtype and xs.values is not None:
         raise UserError(f"dtype mismatch: x is {xs.dtype} but the weight is {w.dtype}")
@@ -106,3 +106,28 @@ def dense_features(x, dtype: torch.dtype) -> torch.Tensor:
     if x.layout != torch.strided:
         return x.to_dense().to(dtype)
     return x.to(dtype)
+
+
+def records_graph(*ts) -> bool:
+    """True when autograd would record an operation on these tensors."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T (+ bias)`` written into a fresh buffer on huge pages (the GEMM's output is
+    gathered at random next, and a fresh 4 KiB-paged buffer costs a page fault per page); plain
+    ops when autograd records."""
+    if records_graph(x, weight, bias) or x.dtype != weight.dtype:
+        out = x @ weight.t()
+        return out if bias is None else out + bias
+    out = memory.empty((x.shape[0], weight.shape[0]), weight.dtype)
+    if bias is None:
+        return torch.mm(x, weight.t(), out=out)
+    return torch.addmm(bias, x, weight.t(), out=out)
+
+
+def add_linear_(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``out += x @ weight.T`` in place (one GEMM pass with beta = 1), ``out`` owned by the caller."""
+    if records_graph(out, x, weight):
+        return out + x @ weight.t()
+    return out.addmm_(x, weight.t())

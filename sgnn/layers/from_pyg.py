@@ -5,15 +5,20 @@ import copy
 
 from torch import nn
 
+from ..errors import UserError
+from .activation import resolve
+from .gat_conv import GATConv
+from .gcn_conv import GCNConv
+from .sage_conv import SAGEConv
+
+SGNN_LAYERS = (GCNConv, SAGEConv, GATConv)
+
 
 def _convert(m: nn.Module) -> nn.Module | None:
     try:
         from torch_geometric import nn as pyg
     except ImportError:  # PyG not installed: nothing to convert
         return None
-    from .gat_conv import GATConv
-    from .gcn_conv import GCNConv
-    from .sage_conv import SAGEConv
     if isinstance(m, pyg.GCNConv):
         new = GCNConv(m.in_channels, m.out_channels, improved=m.improved, cached=m.cached,
                       add_self_loops=m.add_self_loops, normalize=m.normalize, bias=m.bias is not None)
@@ -35,11 +40,14 @@ def _convert(m: nn.Module) -> nn.Module | None:
     return new
 
 
-def from_pyg(model: nn.Module) -> nn.Module:
+def from_pyg(model: nn.Module, fuse_activations: bool = True) -> nn.Module:
     """A deep copy of ``model`` whose PyG ``GCNConv``/``SAGEConv``/``GATConv`` are sgnn layers.
 
     Nested modules are searched recursively; other modules (linear layers, norms, activations)
-    are kept as they are. The result is called exactly like the original.
+    are kept as they are. The result is called exactly like the original. With
+    ``fuse_activations``, a PyG ``BasicGNN`` model (``torch_geometric.nn.models.GCN``,
+    ``GraphSAGE``, ``GAT``) without norms or jumping knowledge has its activation moved into its
+    convs (``act=``), which apply it in their last pass instead of a separate one.
 
     >>> from torch_geometric.nn import GCNConv as PyGGCN
     >>> fast = from_pyg(torch.nn.Sequential(PyGGCN(8, 4)))
@@ -49,7 +57,32 @@ def from_pyg(model: nn.Module) -> nn.Module:
         return top
     out = copy.deepcopy(model)
     _swap(out)
+    if fuse_activations:
+        for m in out.modules():
+            _fuse_basic_gnn(m)
     return out
+
+
+def _fuse_basic_gnn(m: nn.Module) -> bool:
+    """Move a BasicGNN's activation into its convs (all but the last, where PyG applies it)."""
+    try:
+        from torch_geometric.nn.models.basic_gnn import BasicGNN
+    except ImportError:
+        return False
+    if not isinstance(m, BasicGNN) or m.act is None or getattr(m, "jk_mode", None) is not None:
+        return False
+    convs = list(m.convs)
+    if any(not isinstance(n, nn.Identity) for n in m.norms) or len(convs) < 2 \
+            or any(not isinstance(c, SGNN_LAYERS) or c.act is not None for c in convs[:-1]):
+        return False
+    try:
+        act = resolve(m.act)
+    except UserError:
+        return False  # an activation the kernels do not have: leave it where it is
+    for c in convs[:-1]:
+        c.act = act
+    m.act = None
+    return True
 
 
 def _swap(m: nn.Module) -> None:

@@ -6,7 +6,8 @@ from torch import nn
 
 from ..errors import NotSupported, UserError
 from . import kernels
-from ._common import check_x, matmul_t
+from ._common import TensorCache, check_x, matmul_t
+from .activation import resolve
 from .graph import graph_of
 
 
@@ -33,6 +34,8 @@ class GATConv(nn.Module):
             ``"max"``, ``"min"``, ``"mul"`` of the incoming ones, or a constant). (default: :obj:`"mean"`)
         bias (bool): learn an additive bias. (default: :obj:`True`)
         residual (bool): add a linear projection of the target features. (default: :obj:`False`)
+        act (str or nn.Module, optional): sgnn extension: an activation applied in the same pass;
+            see :class:`sgnn.layers.GCNConv`. (default: :obj:`None`)
 
     Shapes: x [N, in] or ([N_src, in], [N_dst, in]), edge_index [2, E], edge_attr [E, edge_dim]
     → [N_dst, heads · out] (or [N_dst, out] without concat).
@@ -41,8 +44,9 @@ class GATConv(nn.Module):
     def __init__(self, in_channels, out_channels: int, heads: int = 1, concat: bool = True,
                  negative_slope: float = 0.2, dropout: float = 0.0, add_self_loops: bool = True,
                  edge_dim: int | None = None, fill_value="mean", bias: bool = True, residual: bool = False,
-                 **kwargs):
+                 act=None, **kwargs):
         super().__init__()
+        self.act = resolve(act)
         self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
         self.concat, self.negative_slope, self.dropout = concat, float(negative_slope), dropout
         self.add_self_loops, self.edge_dim, self.fill_value = add_self_loops, edge_dim, fill_value
@@ -86,6 +90,21 @@ class GATConv(nn.Module):
     def _project(self, x, lin) -> torch.Tensor:
         return matmul_t(x, lin.weight).view(-1, self.heads, self.out_channels)
 
+    def _logits(self, x, lin, att) -> torch.Tensor:
+        """``(x Θ^T viewed [N, H, C] · att).sum(-1)`` as ``x M^T`` with ``M = Σ_c Θ[h, c] att[h, c]``
+        ([H, in], cached per weight version): one thin GEMM instead of a pass over an N×H×C temporary."""
+        w, a = lin.weight, att
+        sig = (w._version, a._version, w.data_ptr(), a.data_ptr()) if not w.is_inference() else None
+        hit = _folded.get(a)
+        if sig is not None and hit is not None and hit[0] == sig and hit[1] is w:
+            m = hit[2]
+        else:
+            H, C = self.heads, self.out_channels
+            m = (w.detach().view(H, C, -1) * a.detach().view(H, C, 1)).sum(1)
+            if sig is not None:
+                _folded.set(a, (sig, w, m))
+        return matmul_t(x, m)
+
     def forward(self, x, edge_index, edge_attr: torch.Tensor | None = None, size=None,
                 return_attention_weights=None) -> torch.Tensor:
         if return_attention_weights:
@@ -94,27 +113,18 @@ class GATConv(nn.Module):
         H, C = self.heads, self.out_channels
         x_src, x_dst = (x, None) if not isinstance(x, (tuple, list)) else x
         check_x(x_src)
-        res = None
         if not isinstance(x, (tuple, list)):
-            if self.res is not None:
-                res = matmul_t(x, self.res.weight)
-            if self.lin is not None:
-                xs = xd = self._project(x, self.lin)
-            else:
-                xs, xd = self._project(x, self.lin_src), self._project(x, self.lin_dst)
-        else:
-            if x_dst is not None:
-                check_x(x_dst, "x_dst")
-                if self.res is not None:
-                    res = matmul_t(x_dst, self.res.weight)
-            lin_s = self.lin if self.lin is not None else self.lin_src
-            lin_d = self.lin if self.lin is not None else self.lin_dst
-            xs = self._project(x_src, lin_s)
-            xd = None if x_dst is None else self._project(x_dst, lin_d)
-        a_src = (xs * self.att_src.detach()).sum(-1)
-        a_dst = None if xd is None else (xd * self.att_dst.detach()).sum(-1)
+            x_dst = x
+        elif x_dst is not None:
+            check_x(x_dst, "x_dst")
+        res = None if self.res is None or x_dst is None else matmul_t(x_dst, self.res.weight)
+        lin_s = self.lin if self.lin is not None else self.lin_src
+        lin_d = self.lin if self.lin is not None else self.lin_dst
+        xs = self._project(x_src, lin_s)
+        a_src = self._logits(x_src, lin_s, self.att_src)
+        a_dst = None if x_dst is None else self._logits(x_dst, lin_d, self.att_dst)
         n_src = xs.shape[0]
-        n_dst = size[1] if size is not None else (xd.shape[0] if xd is not None else n_src)
+        n_dst = size[1] if size is not None else (x_dst.shape[0] if x_dst is not None else n_src)
         g = graph_of(edge_index, n_src, n_dst)
         if self.add_self_loops:
             g = g.with_self_loops()
@@ -129,14 +139,16 @@ class GATConv(nn.Module):
         fuse_bias = self.bias is not None and self.concat
         if fuse_bias:
             tensors["b"] = self.bias.detach().view(H, C)
-        stmt = kernels.gat(a_dst is not None, has_edge, fuse_bias, self.negative_slope)
-        out = kernels.run(stmt, ("gat", a_dst is not None, has_edge, fuse_bias, self.negative_slope), **tensors)
+        act = self.act if self.concat and res is None else None  # else it follows the last add
+        stmt = kernels.gat(a_dst is not None, has_edge, fuse_bias, self.negative_slope, act)
+        out = kernels.run(stmt, ("gat", a_dst is not None, has_edge, fuse_bias, self.negative_slope, act),
+                          **tensors)
         out = out.view(-1, H * C) if self.concat else out.mean(dim=1)
         if res is not None:
             out = out + res
         if self.bias is not None and not fuse_bias:
             out = out + self.bias
-        return out
+        return out if self.act is None or act is not None else self.act.inplace(out)
 
     def _edge_logits(self, g, edge_attr: torch.Tensor, edge_index):
         """Per-edge logits ``a_e·Θ_e e_ij`` [nnz, H] in the graph's CSR order (a 3-d "dsd" tensor)."""
@@ -178,4 +190,8 @@ class GATConv(nn.Module):
         return fill @ m
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"
+        act = "" if self.act is None else f", act={self.act}"
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}{act})"
+
+
+_folded = TensorCache()  # att parameter -> (versions, weight, folded [H, in] matrix)

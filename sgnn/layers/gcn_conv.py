@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_x, dense_features, matmul_t
+from ._common import check_x, dense_features, linear, matmul_t
+from .activation import resolve
 from .graph import Graph, graph_of
 from . import kernels
 
@@ -26,6 +27,10 @@ class GCNConv(nn.Module):
         add_self_loops (bool): add remaining self loops. (default: :obj:`True`)
         normalize (bool): apply the symmetric normalisation. (default: :obj:`True`)
         bias (bool): learn an additive bias. (default: :obj:`True`)
+        act (str or nn.Module, optional): sgnn extension: an activation applied in the same pass
+            (``"relu"``, ``"elu"``, ``"leaky_relu"``, ``"sigmoid"``, ``"tanh"`` or the torch.nn
+            module); ``from_pyg`` sets it where a model applies one right after the conv.
+            (default: :obj:`None`)
 
     Shapes: x [N, in] (dense, torch sparse or ``sgnn.SparseTensor``), edge_index [2, E] or a
     sparse adjacency ``adj_t`` [N, N], edge_weight [E] (optional) → [N, out].
@@ -36,8 +41,10 @@ class GCNConv(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, improved: bool = False, cached: bool = False,
-                 add_self_loops: bool | None = None, normalize: bool = True, bias: bool = True, **kwargs):
+                 add_self_loops: bool | None = None, normalize: bool = True, bias: bool = True,
+                 act=None, **kwargs):
         super().__init__()
+        self.act = resolve(act)
         if add_self_loops is None:
             add_self_loops = normalize
         if add_self_loops and not normalize:
@@ -103,16 +110,17 @@ class GCNConv(nn.Module):
             tensors["d"] = d
             if self.add_self_loops:
                 tensors["e"] = e
-        bias_in_kernel = self.bias is not None and not reassociate
-        if bias_in_kernel:
+        if reassociate:  # (ÂX)W: the kernel aggregates raw features; bias and act follow the GEMM
+            agg = kernels.run(kernels.gcn(self.normalize, self.add_self_loops, False),
+                              ("gcn", self.normalize, self.add_self_loops, False, None), **tensors)
+            out = linear(agg, w, None if self.bias is None else self.bias)
+            return out if self.act is None else self.act.inplace(out)
+        if self.bias is not None:
             tensors["b"] = self.bias.detach()
-        stmt = kernels.gcn(self.normalize, self.add_self_loops, bias_in_kernel)
-        out = kernels.run(stmt, ("gcn", self.normalize, self.add_self_loops, bias_in_kernel), **tensors)
-        if reassociate:
-            out = out @ w.t()
-            if self.bias is not None:
-                out = out + self.bias
-        return out
+        has_bias = self.bias is not None
+        stmt = kernels.gcn(self.normalize, self.add_self_loops, has_bias, self.act)
+        return kernels.run(stmt, ("gcn", self.normalize, self.add_self_loops, has_bias, self.act), **tensors)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"
+        act = "" if self.act is None else f", act={self.act}"
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}{act})"

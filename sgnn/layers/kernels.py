@@ -11,6 +11,7 @@ import functools
 from ..engine.expr import (Statement, compute, indices, leaky_relu, max_, pattern, softmax, sum_,
                            tensors)
 from ..engine.runtime import evaluate
+from .activation import Act
 
 i, j, k, h, c = indices("i j k h c")
 A, d, e, Z, R, b, r = tensors("A d e Z R b r")
@@ -18,8 +19,8 @@ ad, as_, ae, X = tensors("ad as_ ae X")
 
 
 @functools.lru_cache(maxsize=None)
-def gcn(normalize: bool, self_loops: bool, bias: bool) -> Statement:
-    """``d_i * sum_j A_ij d_j Z_jk  +  e_i Z_ik  +  b_k`` with ``d = deg^-1/2`` and ``e`` the
+def gcn(normalize: bool, self_loops: bool, bias: bool, act: Act | None = None) -> Statement:
+    """``act(d_i * sum_j A_ij d_j Z_jk  +  e_i Z_ik  +  b_k)`` with ``d = deg^-1/2`` and ``e`` the
     weight of an added self loop times ``d_i^2`` (no value array for the normalised adjacency)."""
     agg = sum_(j, A[i, j] * d[j] * Z[j, k]) if normalize else sum_(j, A[i, j] * Z[j, k])
     out = d[i] * agg if normalize else agg
@@ -27,12 +28,12 @@ def gcn(normalize: bool, self_loops: bool, bias: bool) -> Statement:
         out = out + e[i] * Z[i, k]
     if bias:
         out = out + b[k]
-    return compute((i, k), out)
+    return compute((i, k), _act(act, out))
 
 
 @functools.lru_cache(maxsize=None)
-def sage(aggr: str, scale: bool, root: bool, bias: bool) -> Statement:
-    """``r_i * sum_j A_ij Z_jk (+ R_ik) (+ b_k)`` (mean: r = 1/deg), or ``max_j pattern(A_ij) Z_jk``."""
+def sage(aggr: str, scale: bool, root: bool, bias: bool, act: Act | None = None) -> Statement:
+    """``act(r_i * sum_j A_ij Z_jk (+ R_ik) (+ b_k))`` (mean: r = 1/deg), or ``max_j pattern(A_ij) Z_jk``."""
     if aggr == "max":
         return compute((i, k), max_(j, pattern(A[i, j]) * Z[j, k]))
     out = sum_(j, A[i, j] * Z[j, k])
@@ -42,11 +43,11 @@ def sage(aggr: str, scale: bool, root: bool, bias: bool) -> Statement:
         out = out + R[i, k]
     if bias:
         out = out + b[k]
-    return compute((i, k), out)
+    return compute((i, k), _act(act, out))
 
 
 @functools.lru_cache(maxsize=None)
-def gat(has_dst: bool, has_edge: bool, bias: bool, slope: float) -> Statement:
+def gat(has_dst: bool, has_edge: bool, bias: bool, slope: float, act: Act | None = None) -> Statement:
     """``sum_j softmax_j(leaky_relu(ad_ih + as_jh (+ ae_ijh))) X_jhc (+ b_hc)``: logits, softmax and
     aggregation in one loop nest over each target's edges; no per-edge tensor is stored."""
     score = as_[j, h]
@@ -60,7 +61,11 @@ def gat(has_dst: bool, has_edge: bool, bias: bool, slope: float) -> Statement:
     out = sum_(j, softmax(j, leaky_relu(score, slope), over=over) * X[j, h, c])
     if bias:
         out = out + b[h, c]
-    return compute((i, h, c), out)
+    return compute((i, h, c), _act(act, out))
+
+
+def _act(act: Act | None, out):
+    return out if act is None else act.expr(out)
 
 
 def run(stmt: Statement, key, **tensors):

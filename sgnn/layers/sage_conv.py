@@ -7,7 +7,8 @@ from torch import nn
 
 from ..errors import NotSupported
 from . import kernels
-from ._common import check_x, dense_features, matmul_t
+from ._common import _as_sparse_features, add_linear_, check_x, dense_features, linear, matmul_t
+from .activation import resolve
 from .graph import graph_of
 
 AGGRS = ("mean", "sum", "add", "max")
@@ -29,13 +30,16 @@ class SAGEConv(nn.Module):
         root_weight (bool): add :math:`W_1 x_i`. (default: :obj:`True`)
         project (bool): project source features first (``relu(lin(x))``). (default: :obj:`False`)
         bias (bool): bias of ``lin_l``. (default: :obj:`True`)
+        act (str or nn.Module, optional): sgnn extension: an activation applied in the same pass
+            (after ``normalize``); see :class:`sgnn.layers.GCNConv`. (default: :obj:`None`)
 
     Shapes: x [N, in] or ([N_src, in_src], [N_dst, in_dst]), edge_index [2, E] → [N_dst, out].
     """
 
     def __init__(self, in_channels, out_channels: int, aggr: str = "mean", normalize: bool = False,
-                 root_weight: bool = True, project: bool = False, bias: bool = True, **kwargs):
+                 root_weight: bool = True, project: bool = False, bias: bool = True, act=None, **kwargs):
         super().__init__()
+        self.act = resolve(act)
         if not isinstance(aggr, str) or aggr not in AGGRS:
             raise NotSupported(f"SAGEConv: aggr={aggr!r} is not supported (use one of {AGGRS})")
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -69,38 +73,51 @@ class SAGEConv(nn.Module):
         dtype = w_l.dtype
         adj = g.adj.with_values(None) if g.adj.values is not None else g.adj
         root = self.root_weight and x_dst is not None
+        in_kernel_act = None if self.normalize else self.act  # normalize comes before the activation
         if self.aggr == "max":
             agg = kernels.run(kernels.sage("max", False, False, False), ("sage-max",),
                               A=adj, Z=dense_features(x_src, dtype))
-            out = self.lin_l(agg)
-            if root:
-                out = out + matmul_t(x_dst, self.lin_r.weight)
+            out = self._linear_root(agg, x_dst if root else None)
         else:
             transform_first = self.out_channels <= (self.in_channels if isinstance(self.in_channels, int)
                                                     else self.in_channels[0])
-            z = matmul_t(x_src, w_l) if transform_first else dense_features(x_src, dtype)
-            tensors = {"A": adj, "Z": z}
             scale = self.aggr == "mean"
+            tensors = {"A": adj}
             if scale:
                 tensors["r"] = g.derived(("inv_deg", dtype), lambda: _inv(g.in_degree(weighted=False), dtype))
-            fuse_root = root and transform_first
-            fuse_bias = self.lin_l.bias is not None and transform_first
-            if fuse_root:
-                tensors["R"] = matmul_t(x_dst, self.lin_r.weight)
-            if fuse_bias:
-                tensors["b"] = self.lin_l.bias.detach()
-            out = kernels.run(kernels.sage(self.aggr, scale, fuse_root, fuse_bias),
-                              ("sage", self.aggr, fuse_root, fuse_bias), **tensors)
-            if not transform_first:
-                out = self.lin_l(out)
+            if transform_first:  # aggregate X·W_l; root term, bias and activation in the same pass
+                tensors["Z"] = matmul_t(x_src, w_l)
                 if root:
-                    out = out + matmul_t(x_dst, self.lin_r.weight)
+                    tensors["R"] = matmul_t(x_dst, self.lin_r.weight)
+                has_bias = self.lin_l.bias is not None
+                if has_bias:
+                    tensors["b"] = self.lin_l.bias.detach()
+                out = kernels.run(kernels.sage(self.aggr, scale, root, has_bias, in_kernel_act),
+                                  ("sage", self.aggr, root, has_bias, in_kernel_act), **tensors)
+                if in_kernel_act is not None:
+                    return out
+            else:
+                tensors["Z"] = dense_features(x_src, dtype)
+                agg = kernels.run(kernels.sage(self.aggr, scale, False, False), ("sage", self.aggr, False, False, None),
+                                  **tensors)
+                out = self._linear_root(agg, x_dst if root else None)
         if self.normalize:
             out = F.normalize(out, p=2.0, dim=-1)
-        return out
+        return out if self.act is None else self.act.inplace(out)
+
+    def _linear_root(self, agg: torch.Tensor, x_dst) -> torch.Tensor:
+        """``agg W_l^T + b (+ x_dst W_r^T)``: GEMMs into one fresh buffer (the root one with beta = 1)."""
+        out = linear(agg, self.lin_l.weight, self.lin_l.bias)
+        if x_dst is None:
+            return out
+        if isinstance(x_dst, torch.Tensor) and x_dst.layout == torch.strided and x_dst.dtype == out.dtype \
+                and _as_sparse_features(x_dst) is None:
+            return add_linear_(out, x_dst, self.lin_r.weight)
+        return out + matmul_t(x_dst, self.lin_r.weight)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, aggr={self._aggr_name})"
+        act = "" if self.act is None else f", act={self.act}"
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, aggr={self._aggr_name}{act})"
 
 
 def _inv(deg: torch.Tensor, dtype) -> torch.Tensor:
