@@ -7,6 +7,7 @@ from .explain import Explanation, explain_plan
 from .runtime import as_operand, evaluate as _evaluate, plan_for
 
 _parsed: dict = {}
+_NAMES = tuple(f"t{n}" for n in range(64))
 
 
 def _einsum_stmt(spec: str, n: int) -> Statement:
@@ -31,7 +32,9 @@ def einsum(spec: str, *operands):
     torch.Size([3, 2])
     """
     st = _einsum_stmt(spec, len(operands))
-    ops = {f"t{n}": as_operand(t, f"t{n}") for n, t in enumerate(operands)}
+    ops = {name: as_operand(t, name) for name, t in zip(_NAMES, operands)}
+    if len(ops) != len(operands):
+        raise UserError(f"einsum: at most {len(_NAMES)} operands (got {len(operands)})")
     return plan_for(st, ops, memo_key=spec)(ops)
 
 

@@ -53,6 +53,9 @@ def as_operand(t, name: str):
     """A SparseTensor, or a dense CPU tensor (made contiguous: documented copy for strided views)."""
     if isinstance(t, SparseTensor):
         return t
+    if type(t) is torch.Tensor and t.is_cpu and t.layout == torch.strided and t.is_contiguous() \
+            and not t.requires_grad:
+        return t  # the common case, decided with the cheapest checks
     if not isinstance(t, torch.Tensor):
         raise UserError(f"operand {name}: expected a torch.Tensor or sgnn.SparseTensor (got {type(t).__name__})")
     if t.layout != torch.strided:
@@ -94,7 +97,7 @@ class Plan:
             if not sl.sparse:
                 self.array_args.append((sl.key, None))
                 continue
-            arrays = []
+            arrays = ["ptrs"]
             for lk, lv in enumerate(sl.format.levels):
                 if lv.has_pos:
                     arrays.append(("pos", lk))
@@ -102,7 +105,7 @@ class Plan:
                     arrays.append(("crd", lk))
             if sl.info.value_dtype is not None:
                 arrays.append(("val", None))
-            self.array_args.append((sl.key, arrays))
+            self.array_args.append((sl.key, tuple(arrays)))
 
     # ------------------------------------------------------------ compile
     def kernel(self, tile: Tile | None, tile_decision: Decision | None) -> Kernel:
@@ -181,18 +184,17 @@ class Plan:
             if arrays is None:
                 args.append(t.data_ptr())
                 continue
-            for kind, lk in arrays:
-                a = t.values if kind == "val" else (t.pos[lk] if kind == "pos" else t.crd[lk])
-                args.append(a.data_ptr())
+            ptrs = t._derived.get(arrays)  # a sparse tensor's arrays never move: their pointers are cached
+            if ptrs is None:
+                ptrs = t._derived[arrays] = tuple(
+                    (t.values if kind == "val" else (t.pos[lk] if kind == "pos" else t.crd[lk])).data_ptr()
+                    for kind, lk in arrays[1:])
+            args.extend(ptrs)
         out_shape = tuple(sizes[v] for v in s.stmt.idx)
         inner = 1
         for v in s.inner:
             inner *= sizes[v]
-        nthreads = torch.get_num_threads()
-        if nthreads > 1 and self.work(by_slot, sizes, inner) < PARALLEL_MIN_WORK:
-            nthreads = 1  # a thread team costs more than it saves on a tiny problem
-        bounds, nparts = self.bounds(by_slot, sizes, nthreads)
-        tail = [bounds.data_ptr(), nparts, nthreads]
+        tail = self.launch(by_slot, sizes, inner, torch.get_num_threads())
         if s.output == "dense":
             out = memory.empty(out_shape, self.value_dtype)
             k.fns["compute"](*args, out.data_ptr(), *tail)
@@ -216,6 +218,24 @@ class Plan:
         n_extra = len(s.inner)
         return SparseTensor(out_shape, s.out_format, [None, pos] + [None] * n_extra,
                             [None, crd] + [None] * n_extra, vals, check=False)
+
+    def launch(self, by_slot, sizes, inner: int, nthreads: int) -> tuple:
+        """(bounds pointer, parts, threads) for the kernel's parallel loop; cached per partitioning
+        tensor, which is immutable (one thread when the work is too small for a team)."""
+        s = self.sched
+        part = by_slot[s.partition_slot.key] if s.partition_slot is not None and s.outer else None
+        key = ("launch", nthreads, inner)
+        if part is not None:
+            hit = part._derived.get(key)
+            if hit is not None:
+                return hit
+        if nthreads > 1 and self.work(by_slot, sizes, inner) < PARALLEL_MIN_WORK:
+            nthreads = 1  # a thread team costs more than it saves on a tiny problem
+        bounds, nparts = self.bounds(by_slot, sizes, nthreads)
+        tail = (bounds.data_ptr(), nparts, nthreads)
+        if part is not None:
+            part._derived[key] = tail
+        return tail
 
     def work(self, by_slot, sizes, inner: int) -> int:
         """Rough operation count: (rows + nonzeros of the partitioning operand) × dense inner width."""
