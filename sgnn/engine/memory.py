@@ -60,5 +60,6 @@ def advise(t: torch.Tensor) -> bool:
 def empty(shape, dtype: torch.dtype) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype)``, on huge pages when it is large."""
     t = torch.empty(shape, dtype=dtype)
-    advise(t)
+    if _madvise is not None and t.numel() * t.element_size() >= MIN_BYTES:
+        advise(t)
     return t

@@ -296,13 +296,16 @@ _plans: dict = {}
 def _fast_key(t):
     """A cheap hashable stand-in for ``operand_info(t)`` (the plan memo is hit on every call)."""
     if isinstance(t, SparseTensor):
-        return t.derived("plan_key", lambda: (t.format.codes, t.format.order, t.index_dtype,
-                                              None if t.values is None else t.values.dtype))
+        key = t._derived.get("plan_key")
+        if key is None:
+            key = t._derived["plan_key"] = (t.format.codes, t.format.order, t.index_dtype,
+                                            None if t.values is None else t.values.dtype)
+        return key
     return (t.dtype, t.dim())
 
 
 def plan_for(stmt: Statement, ops: dict, memo_key=None) -> Plan:
-    key = (memo_key if memo_key is not None else stmt, tuple(ops), tuple(_fast_key(t) for t in ops.values()))
+    key = (memo_key if memo_key is not None else stmt, *ops, *[_fast_key(t) for t in ops.values()])
     p = _plans.get(key)
     if p is None:
         p = Plan(stmt, {n: operand_info(t) for n, t in ops.items()})
