@@ -14,7 +14,7 @@ from engine_cases import dense_rand
 
 @pytest.fixture
 def tiny_caches(monkeypatch):
-    monkeypatch.setattr(schedule, "cache_sizes", lambda: {1: 128, 2: 256, 3: 1024})
+    monkeypatch.setattr(schedule, "cache_sizes", lambda: {1: 32, 2: 64, 3: 4096})
     monkeypatch.setattr(runtime, "_plans", {})
 
 

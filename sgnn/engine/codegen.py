@@ -18,15 +18,22 @@ def argtypes(params) -> list:
     return [ctypes.c_void_p if "*" in ct else CTYPES[ct] for _, ct in params]
 
 
-def render(fns: list[Function], *, name: str, value_ctype: str, tile: int | None, header: str) -> str:
+def render(fns: list[Function], *, name: str, value_ctype: str, tile: int | None, header: str,
+           constant: str | None = None) -> str:
+    """C++ source of ``fns``; ``constant`` names a size parameter whose value is ``TILE`` (an exact
+    tile): the body sees it as a compile-time constant (constant strides, no remainder loop)."""
     lines = [f"// sgnn kernel {name}", *[f"// {h}" for h in header.splitlines()],
              '#include "sgnn_runtime.h"', f"typedef {value_ctype} T;"]
     if tile:
         lines.append(f"static constexpr int64_t TILE = {tile};")
     for fn in fns:
+        names = [f"{n}_arg" if n == constant else n for n, _ in fn.params]
         sig = ", ".join(f"{ct} {'SG_RESTRICT ' if '*' in ct and not ct.startswith('const') else ''}{n}"
-                        for n, ct in fn.params)
+                        for n, (_, ct) in zip(names, fn.params))
         lines.append(f'extern "C" void {name}_{fn.name}({sig}) {{')
+        if constant in dict(fn.params):
+            lines.append(f"  constexpr int64_t {constant} = TILE;  // the runtime passes {constant}_arg == TILE")
+            lines.append(f"  (void){constant}_arg;")
         lines += _block(fn.body, 1)
         lines.append("}")
     return "\n".join(lines) + "\n"

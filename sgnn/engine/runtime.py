@@ -118,7 +118,8 @@ class Plan:
             raise InternalError("kernel parameters and runtime argument order disagree")
         header = str(self.sched.stmt) + "\n" + "\n".join(str(d) for d in self.sched.decisions)
         source = codegen.render(fns, name="sgnn", value_ctype=_CTYPE[self.sched.value_dtype],
-                                tile=tile.size if tile else None, header=header)
+                                tile=tile.size if tile else None, header=header,
+                                constant=f"N_{tile.var}" if tile is not None and tile.exact else None)
         log(2, "schedule:\n  " + "\n  ".join(str(d) for d in self.sched.decisions))
         ir = "\n".join(f"{fn.name}:\n{show(fn.body, 1)}" for fn in fns)
         log(3, "loop IR:\n" + ir)

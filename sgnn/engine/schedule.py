@@ -65,7 +65,10 @@ CACHE_SHARE = 1.0  # of the last-level cache a gathered operand panel may occupy
 # the 2-vCPU VM (32 MiB L3 shared with neighbours), an arXiv-sized SpMM with prefetching ran as fast or
 # faster untiled (F=64..256, 86-173 MiB gathered) than with 16-64 wide panels.
 OUTER_TILE_FACTOR = 8
-PREFETCH = True  # software prefetch of gathered rows that overflow L2
+PREFETCH = True  # software prefetch of gathered rows that overflow PREFETCH_L2_FACTOR x L2
+# Measured (2 threads, 1 MiB L2): gathered 1.3 / 2.5 MB (PubMed size, F=16/32) 17% / 12% faster without
+# prefetch, 5 MB even, 10.8 MB (arXiv size, F=16) 3x faster with it.
+PREFETCH_L2_FACTOR = 4
 
 
 # ---------------------------------------------------------------- operands
@@ -129,6 +132,7 @@ class Tile:
     size: int
     outer: bool  # the tile loop encloses the parallel loop (cache tiling)
     prefetch: bool = False  # software-prefetch the gathered rows (they overflow L2)
+    exact: bool = False  # the tile spans the whole dimension: its size is a compile-time constant
 
 
 @dataclass
@@ -488,18 +492,22 @@ def tile_for(sched: Schedule, sizes: dict[str, int]) -> tuple[Tile | None, Decis
     why = f"{reg} {elem}-byte accumulators ({-(-reg // line)} cache line(s))"
     gathered = [a for a, s in sched.slots.items() if not s.sparse and t.var in a.idx
                 and any(v not in sched.stmt.idx for v in a.idx)]
+    exact = reg == n
+    if exact:
+        why += f"; the tile spans {t.var}: N_{t.var} is the constant {reg}"
     if not gathered or not sched.parallel:
-        return Tile(t.var, reg, False), Decision(f"tile {t.var} by {reg} (registers)", why)
+        return Tile(t.var, reg, False, exact=exact), Decision(f"tile {t.var} by {reg} (registers)", why)
     rows = max(1, max(_prod(sizes[v] for v in a.idx if v != t.var) for a in gathered))
-    prefetch = PREFETCH and rows * n * elem > cache_sizes().get(2, 2**20)
+    l2 = cache_sizes().get(2, 2**20)
+    prefetch = PREFETCH and rows * n * elem > PREFETCH_L2_FACTOR * l2
     if prefetch:
-        why += "; prefetch gathered rows (they overflow L2)"
+        why += f"; prefetch gathered rows (they overflow {PREFETCH_L2_FACTOR}x L2)"
     llc_level = max(cache_sizes())
     llc = cache_sizes()[llc_level]
     budget = CACHE_SHARE * llc
     names = ", ".join(a.name for a in gathered)
     if rows * n * elem <= OUTER_TILE_FACTOR * llc:
-        return Tile(t.var, reg, False, prefetch), Decision(
+        return Tile(t.var, reg, False, prefetch, exact), Decision(
             f"tile {t.var} by {reg} (registers)", f"{why}; gathered {names} ({rows * n * elem / 2**20:.1f} MiB) "
             f"is under {OUTER_TILE_FACTOR}x L{llc_level} ({llc / 2**20:.0f} MiB): no cache panels")
     width = max(line, min(int(budget // (rows * elem)) // line * line, t.size))

@@ -1,7 +1,9 @@
 #include "sgnn_runtime.h"
 typedef float T;
 static constexpr int64_t TILE = 5;
-extern "C" void sgnn_compute(int64_t N_i, int64_t N_h, int64_t N_c, int64_t N_j, const int32_t* a_A_pos1, const int32_t* a_A_crd1, const T* a_A_val, const T* a_ad, const T* a_as_, const T* a_X, T* SG_RESTRICT out, const int64_t* bounds, int64_t nparts, int32_t nthreads) {
+extern "C" void sgnn_compute(int64_t N_i, int64_t N_h, int64_t N_c_arg, int64_t N_j, const int32_t* a_A_pos1, const int32_t* a_A_crd1, const T* a_A_val, const T* a_ad, const T* a_as_, const T* a_X, T* SG_RESTRICT out, const int64_t* bounds, int64_t nparts, int32_t nthreads) {
+  constexpr int64_t N_c = TILE;  // the runtime passes N_c_arg == TILE
+  (void)N_c_arg;
   #pragma omp parallel num_threads(nthreads)
   {
     T* ws0 = sg::scratch<T>(N_h);

@@ -1,7 +1,9 @@
 #include "sgnn_runtime.h"
 typedef float T;
 static constexpr int64_t TILE = 5;
-extern "C" void sgnn_compute(int64_t N_i, int64_t N_j, int64_t N_k, const int32_t* a_t0_pos1, const int32_t* a_t0_crd1, const T* a_t0_val, const T* a_t1, T* SG_RESTRICT out, const int64_t* bounds, int64_t nparts, int32_t nthreads) {
+extern "C" void sgnn_compute(int64_t N_i, int64_t N_j_arg, int64_t N_k, const int32_t* a_t0_pos1, const int32_t* a_t0_crd1, const T* a_t0_val, const T* a_t1, T* SG_RESTRICT out, const int64_t* bounds, int64_t nparts, int32_t nthreads) {
+  constexpr int64_t N_j = TILE;  // the runtime passes N_j_arg == TILE
+  (void)N_j_arg;
   #pragma omp parallel num_threads(nthreads)
   {
     #pragma omp for schedule(dynamic, 1)
