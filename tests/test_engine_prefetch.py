@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sgnn
-from sgnn.engine import runtime, schedule
+from sgnn.engine import lower, runtime, schedule
 
 from engine_cases import dense_rand
 
@@ -52,7 +52,10 @@ def test_spmm_csc_operand_with_prefetch(tiny_caches):
     check(sgnn.einsum("ik,kj->ij", csc, X), Ad @ X.to(torch.float64), torch.float32)
 
 
-def test_attention_with_prefetch(tiny_caches):
+@pytest.mark.parametrize("two_pass", [True, False], ids=["two_pass", "online"])
+def test_attention_with_prefetch(tiny_caches, monkeypatch, two_pass):
+    """Both softmax forms (lower.SOFTMAX_TWO_PASS) against the dense reference."""
+    monkeypatch.setattr(lower, "SOFTMAX_TWO_PASS", two_pass)
     A, Ad = power_law_csr(150, 150, seed=5, dtype=torch.float32)
     H, C = 2, 24
     f32 = torch.float32

@@ -72,16 +72,14 @@ def _node(n, d: int) -> list[str]:
     if isinstance(n, PosFor):
         out = [f"{p}for (int64_t {n.p} = {n.lo}, {n.p}_hi = {n.hi}; {n.p} < {n.p}_hi; {n.p}++) {{",
                f"{p}  const int64_t {n.var} = {n.crd}[{n.p}];"]
-        pre = []
         for m, x in enumerate(n.prefetch):  # software prefetch (into L2) of a row gathered d nonzeros later
             ahead = f"{n.p}_ahead{m}"
-            pre.append(f"{p}const int64_t {ahead} = sg::prefetch_ahead((int64_t)({x.nbytes}), {x.lines});")
-            out += [f"{p}  if ({n.p} + {ahead} < {x.limit or n.p + '_hi'}) {{",
+            out += [f"{p}  const int64_t {ahead} = sg::prefetch_ahead((int64_t)({x.nbytes}), {x.lines});  // invariant",
+                    f"{p}  if ({n.p} + {ahead} < {x.limit or n.p + '_hi'}) {{",
                     f"{p}    const char* pf = (const char*)({x.array} + (int64_t){n.crd}[{n.p} + {ahead}] * "
                     f"({x.row}) + ({x.offset}));",
                     f"{p}    for (int64_t q = 0; q < (int64_t)({x.nbytes}); q += 64) __builtin_prefetch(pf + q, 0, 2);",
                     f"{p}  }}"]
-        out = pre + out
         return out + [*_block(n.body, d + 1), f"{p}}}"]
     if isinstance(n, Merge):
         out = [f"{p}while {n.loop_cond} {{"]

@@ -21,6 +21,9 @@ from .rewrite import factors, product
 from .schedule import FULL, Schedule, Tile, _level_of, domain, iterators, reduces
 
 FUSE_SOFTMAX = True  # online softmax (one pass) instead of three passes per row
+# Row softmax in two passes (maximum, then one exp per entry) instead of one online pass that rescales
+# its accumulators whenever the maximum grows (a data-dependent branch and a second exp).
+SOFTMAX_TWO_PASS = True
 PREFETCH_LINES = 128  # cache lines of gathered rows kept in flight (prefetched into L2)
 IDENTITY = {"sum": "T(0)", "max": "-SG_INF", "min": "SG_INF"}
 ASSIGN_OP = {"sum": "+=", "max": "max=", "min": "min="}
@@ -341,7 +344,8 @@ class Lowerer:
         return [Workspace("T", name, sz)]
 
     def emit_softmax_group(self, g, env: Env) -> list:
-        """One pass over the row for max, normaliser and weighted sum (online softmax)."""
+        """Max, normaliser and weighted sum of a row softmax: two passes over the row (the maximum
+        first, then ``exp(s - m)`` once per entry), or one online pass (``SOFTMAX_TWO_PASS=False``)."""
         dm, da = self.ws_dims(g.m), self.ws_dims(g.acc)
         wm, wz, wa = self.fresh("ws"), self.fresh("ws"), self.fresh("ws")
         out = self.declare(wm, dm, env) + self.declare(wz, dm, env) + self.declare(wa, da, env)
@@ -352,19 +356,37 @@ class Lowerer:
         (j,) = self.s.reduce_order[g.acc]
         rest_dims = da[len(dm):]
         rest = product(list(g.rest))
+        dom = domain(g.acc.body, j, self.level_of)
 
-        def per_head(e: Env) -> tuple:
+        def accumulate(e: Env, w: str) -> list:
+            return self.dense_nest(rest_dims, e, lambda e2: (Assign(a_ref, "+=", f"{w} * {self.render(rest, e2)}"),))
+
+        def online(e: Env) -> tuple:
             s_, sc, w = self.fresh("s"), self.fresh("sc"), self.fresh("w")
             rescale = self.dense_nest(rest_dims, e, lambda e2: (Assign(a_ref, "*=", sc),))
-            accumulate = self.dense_nest(rest_dims, e, lambda e2: (Assign(a_ref, "+=", f"{w} * {self.render(rest, e2)}"),))
             return (Let("T", s_, self.render(g.score, e)),
                     If(f"{s_} > {m_ref}", (Let("T", sc, f"sg::exp<T>({m_ref} - {s_})"),
                                            Assign(z_ref, "*=", sc), *rescale, Assign(m_ref, "=", s_))),
-                    Let("T", w, f"sg::exp<T>({s_} - {m_ref})"), Assign(z_ref, "+=", w), *accumulate)
+                    Let("T", w, f"sg::exp<T>({s_} - {m_ref})"), Assign(z_ref, "+=", w), *accumulate(e, w))
 
-        out += self.emit_loop(j, domain(g.acc.body, j, self.level_of), env, g.acc.body,
-                              lambda e: self.dense_nest(dm, e, per_head))
-        out += self.dense_nest(dm, env, lambda e: (Assign(m_ref, "=", f"({m_ref} == -SG_INF) ? T(0) : {m_ref}"),))
+        def row_max(e: Env) -> tuple:
+            s_ = self.fresh("s")
+            return (Let("T", s_, self.render(g.score, e)),
+                    Assign(m_ref, "=", f"({s_} > {m_ref}) ? {s_} : {m_ref}"))
+
+        def weigh(e: Env) -> tuple:
+            w = self.fresh("w")
+            return (Let("T", w, f"sg::exp<T>({self.render(g.score, e)} - {m_ref})"), Assign(z_ref, "+=", w),
+                    *accumulate(e, w))
+
+        fix = self.dense_nest(dm, env, lambda e: (Assign(m_ref, "=", f"({m_ref} == -SG_INF) ? T(0) : {m_ref}"),))
+        if SOFTMAX_TWO_PASS:
+            out += self.emit_loop(j, dom, env, g.acc.body, lambda e: self.dense_nest(dm, e, row_max))
+            out += fix
+            out += self.emit_loop(j, dom, env, g.acc.body, lambda e: self.dense_nest(dm, e, weigh))
+        else:
+            out += self.emit_loop(j, dom, env, g.acc.body, lambda e: self.dense_nest(dm, e, online))
+            out += fix
         self.ws[g.m], self.ws[g.z] = (wm, dm), (wz, dm)
         self.ws[g.acc] = (wa, da, (wz, dm))
         return out
