@@ -38,6 +38,12 @@ class Sparse:
     mask: torch.Tensor  # bool: which coordinates are stored (explicit zeros included)
     counts: torch.Tensor  # float64: how often each coordinate is stored (> 1 only in a non-unique CSR)
     value_dtype: torch.dtype  # the dtype results come back in
+    abs_dense: torch.Tensor | None = None  # float64 sum of |stored values| per coordinate (non-unique CSR)
+
+    @property
+    def magnitude(self) -> torch.Tensor:
+        """|values| summed per coordinate: with repeated coordinates, the scale of their cancellation."""
+        return self.abs_dense if self.abs_dense is not None else self.dense.abs()
 
 
 def random_coo(seed: int, m: int, n: int, kind: str, *, dups: bool = False, integer: bool = False) -> Coo:
@@ -121,7 +127,9 @@ def make_sparse(c: Coo, variant: str, value_dtype=torch.float32, index_dtype=tor
         assert op.index_dtype == torch.int32
         counts = torch.zeros(c.shape, dtype=torch.float64).index_put_(
             (c.row, c.col), torch.ones(c.row.numel(), dtype=torch.float64), accumulate=True)
-        return Sparse(op, dense, mask, counts, value_dtype)
+        absd = torch.zeros(c.shape, dtype=torch.float64).index_put_(
+            (c.row, c.col), vals.to(torch.float64).abs(), accumulate=True)
+        return Sparse(op, dense, mask, counts, value_dtype, absd)
     else:
         raise ValueError(variant)
     return Sparse(op, dense, mask, mask.to(torch.float64), value_dtype)
