@@ -45,6 +45,12 @@ class Act:
             return F.leaky_relu_(t, self.param)
         return t.sigmoid_() if self.name == "sigmoid" else t.tanh_()
 
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        """The activation as an out-of-place torch op (autograd paths)."""
+        if self.name in ("elu", "leaky_relu"):
+            return getattr(F, self.name)(t, self.param)
+        return getattr(torch, self.name)(t)
+
     def __str__(self) -> str:
         return self.name if self.param is None else f"{self.name}({self.param:g})"
 
@@ -72,6 +78,3 @@ def resolve(act) -> Act | None:
     raise UserError(f"act: cannot fuse {type(act).__name__}; expected one of {', '.join(NAMES)}, "
                     f"a matching torch.nn module, or None")
 
-
-def finish(out: torch.Tensor, act: Act | None) -> torch.Tensor:
-    return out if act is None else act.inplace(out)

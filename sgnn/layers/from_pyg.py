@@ -14,6 +14,22 @@ from .sage_conv import SAGEConv
 SGNN_LAYERS = (GCNConv, SAGEConv, GATConv)
 
 
+def _mp_options(m) -> dict:
+    """The ``MessagePassing`` options of a PyG conv that sgnn honours, after refusing the rest."""
+    name = type(m).__name__
+    hooks = [h for h in ("_propagate_forward_pre_hooks", "_propagate_forward_hooks", "_message_forward_pre_hooks",
+                         "_message_forward_hooks", "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks",
+                         "_message_and_aggregate_forward_pre_hooks", "_message_and_aggregate_forward_hooks",
+                         "_edge_update_forward_pre_hooks", "_edge_update_forward_hooks")
+             if getattr(m, h, None)]
+    if hooks:
+        raise UserError(f"from_pyg: {name} has message-passing hooks ({', '.join(hooks)}); sgnn's kernels do not "
+                        f"run PyG's propagate, so the hooks would never fire. Remove them first")
+    if getattr(m, "explain", None):
+        raise UserError(f"from_pyg: {name} is in PyG's explain mode (edge masks); convert it before explaining")
+    return {"flow": m.flow, "decomposed_layers": getattr(m, "decomposed_layers", 1)}
+
+
 def _convert(m: nn.Module) -> nn.Module | None:
     try:
         from torch_geometric import nn as pyg
@@ -21,20 +37,24 @@ def _convert(m: nn.Module) -> nn.Module | None:
         return None
     if isinstance(m, pyg.GCNConv):
         new = GCNConv(m.in_channels, m.out_channels, improved=m.improved, cached=m.cached,
-                      add_self_loops=m.add_self_loops, normalize=m.normalize, bias=m.bias is not None)
+                      add_self_loops=m.add_self_loops, normalize=m.normalize, bias=m.bias is not None,
+                      aggr=m.aggr, **_mp_options(m))
     elif isinstance(m, pyg.SAGEConv):
-        aggr = m.aggr if isinstance(m.aggr, str) else None
-        if aggr not in ("mean", "sum", "add", "max"):
-            return None
+        from .sage_conv import NATIVE
+        aggr = m.aggr if isinstance(m.aggr, str) and m.aggr in NATIVE else copy.deepcopy(m.aggr_module)
         new = SAGEConv(m.in_channels, m.out_channels, aggr=aggr, normalize=m.normalize,
-                       root_weight=m.root_weight, project=m.project, bias=m.lin_l.bias is not None)
+                       root_weight=m.root_weight, project=m.project, bias=m.lin_l.bias is not None,
+                       **_mp_options(m))
     elif isinstance(m, pyg.GATConv):
         new = GATConv(m.in_channels, m.out_channels, heads=m.heads, concat=m.concat,
                       negative_slope=m.negative_slope, dropout=m.dropout, add_self_loops=m.add_self_loops,
                       edge_dim=m.edge_dim, fill_value=m.fill_value, bias=m.bias is not None,
-                      residual=getattr(m, "residual", False))
+                      residual=getattr(m, "residual", False), aggr=m.aggr, **_mp_options(m))
     else:
         return None
+    params = list(m.parameters())
+    if params and not isinstance(params[0], nn.parameter.UninitializedParameter):
+        new = new.to(dtype=params[0].dtype, device=params[0].device)
     new.load_state_dict(m.state_dict())
     new.train(m.training)
     return new

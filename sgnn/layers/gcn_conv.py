@@ -4,22 +4,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..engine import SparseTensor
+from ..errors import NotSupported
+from . import kernels, ops
 from ._common import check_x, dense_features, linear, matmul_t
 from .activation import resolve
-from .graph import Graph, graph_of
-from . import kernels
+from .conv import Conv, make_linear, materialize, records, refuse_grad
+from .graph import Graph
+
+AGGRS = ("add", "sum", "mean", "max", "min")
 
 
-class GCNConv(nn.Module):
+class GCNConv(Conv):
     r"""Graph convolution :math:`X' = \hat D^{-1/2} \hat A \hat D^{-1/2} X W + b`, with
     :math:`\hat A = A + I` (self loops added where missing, weight 2 if ``improved``).
 
     Same constructor, defaults and ``state_dict`` keys (``lin.weight``, ``bias``) as PyG's
-    ``GCNConv``. The normalisation is folded into the kernel as degree vectors; the product is
-    ordered ``Â(XW)`` or ``(ÂX)W``, whichever moves fewer values through the sparse product.
+    ``GCNConv``, including ``MessagePassing``'s options (``aggr`` = add/sum, mean, max or min,
+    ``flow``, ``node_dim``). The normalisation is folded into the kernel as degree vectors; the
+    product is ordered ``Â(XW)`` or ``(ÂX)W``, whichever moves fewer values through the sparse
+    product. Self loops follow PyG's rule per input: an ``edge_index``'s loops are replaced by one
+    per node; a sparse ``adj_t``'s diagonal gets the loop weight added. Under autograd, forward and
+    backward of the aggregation run through sgnn kernels (``Âᵀ G`` for the gradient).
 
     Args:
-        in_channels (int): input features per node.
+        in_channels (int): input features per node (-1: inferred at the first call).
         out_channels (int): output features per node.
         improved (bool): self-loop weight 2 instead of 1. (default: :obj:`False`)
         cached (bool): keep the first graph's normalisation for all later calls (PyG's
@@ -32,8 +41,8 @@ class GCNConv(nn.Module):
             module); ``from_pyg`` sets it where a model applies one right after the conv.
             (default: :obj:`None`)
 
-    Shapes: x [N, in] (dense, torch sparse or ``sgnn.SparseTensor``), edge_index [2, E] or a
-    sparse adjacency ``adj_t`` [N, N], edge_weight [E] (optional) → [N, out].
+    Shapes: x [N, in] (dense, torch sparse or ``sgnn.SparseTensor``) or [B, N, in] (a static
+    graph), edge_index [2, E] or a sparse adjacency ``adj_t`` [N, N], edge_weight [E] → [N, out].
 
     >>> conv = GCNConv(16, 32)
     >>> conv(torch.randn(4, 16), torch.tensor([[0, 1, 2], [1, 2, 3]])).shape
@@ -43,7 +52,10 @@ class GCNConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, improved: bool = False, cached: bool = False,
                  add_self_loops: bool | None = None, normalize: bool = True, bias: bool = True,
                  act=None, **kwargs):
-        super().__init__()
+        kwargs.setdefault("aggr", "add")
+        super().__init__(**kwargs)
+        if self.aggr not in AGGRS:
+            raise NotSupported(f"GCNConv: aggr={self.aggr!r} is not supported (use one of {AGGRS})")
         self.act = resolve(act)
         if add_self_loops is None:
             add_self_loops = normalize
@@ -53,7 +65,7 @@ class GCNConv(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.improved, self.cached = improved, cached
         self.add_self_loops, self.normalize = add_self_loops, normalize
-        self.lin = nn.Linear(in_channels, out_channels, bias=False)
+        self.lin = make_linear(in_channels, out_channels, bias=False)
         if bias:
             self.bias = nn.Parameter(torch.empty(out_channels))
         else:
@@ -62,65 +74,150 @@ class GCNConv(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.lin.weight)
+        if not isinstance(self.lin, nn.LazyLinear):
+            nn.init.xavier_uniform_(self.lin.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         self._cached_graph = None
 
-    def _norm(self, g: Graph, dtype: torch.dtype):
-        """(graph, d, e): the graph the sum runs over, d = deg^-1/2 with the self loops counted and
-        e = loop weight · d² (PyG's rule: existing loops are replaced by one per node, weighted
-        1, or with edge weights by the old loop's weight, else 2 if ``improved``)."""
+    def _norm(self, g: Graph):
+        """(graph without loops, d = deg^-1/2, e = loop weight · d², message count) in float64.
+
+        PyG's loop weight: for an ``edge_index``, an existing loop's weight (with edge weights) or
+        1; else 2 if ``improved`` (and edge weights are given); for a sparse ``adj_t``, the stored
+        diagonal plus 1 (2 if ``improved``)."""
         def make():
             if not self.add_self_loops:
                 deg = g.in_degree()
-                base, loop = g, torch.zeros_like(deg)
+                return g, _inv_sqrt(deg), torch.zeros_like(deg), g.in_degree(weighted=False)
+            base, has, last, total = g.split_self_loops()
+            fill = 2.0 if self.improved else 1.0
+            if g.from_sparse:
+                loop = total + fill
+            elif g.adj.values is None:
+                loop = torch.ones_like(total)
             else:
-                base, has, old = g.split_self_loops()
-                deg = base.in_degree()
-                if g.adj.values is None:
-                    loop = torch.ones_like(deg)
-                else:
-                    loop = torch.where(has, old, torch.full_like(deg, 2.0 if self.improved else 1.0))
-                deg = deg + loop
-            dinv = deg.pow(-0.5)
-            dinv.masked_fill_(torch.isinf(dinv), 0.0)
-            return base, dinv.to(dtype), (loop * dinv * dinv).to(dtype)
-        return g.derived(("gcn", self.improved, self.add_self_loops, dtype), make)
+                loop = torch.where(has, last, torch.full_like(total, fill))
+            deg = base.in_degree() + loop
+            dinv = _inv_sqrt(deg)
+            return base, dinv, loop * dinv * dinv, base.in_degree(weighted=False) + 1
+        return g.derived(("gcn", self.improved, self.add_self_loops), make)
+
+    def _graph(self, x, edge_index, edge_weight) -> Graph:
+        n = x.shape[-2]
+        if self.cached and self._cached_graph is not None:
+            return self._cached_graph
+        g = self.graph(edge_index, n, n, edge_weight)
+        if self.cached:
+            self._cached_graph = g
+        return g
 
     def forward(self, x, edge_index, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
-        check_x(x)
-        n = x.shape[0]
-        if self.cached and self._cached_graph is not None:
-            g = self._cached_graph
-        else:
-            g = graph_of(edge_index, n, n, edge_weight)
-            if self.cached:
-                self._cached_graph = g
+        check_x(x, static=True)
+        if isinstance(x, torch.Tensor):
+            self.check_node_dim(x, (2, 3))
+        materialize(self.lin, x, nn.init.xavier_uniform_)
+        refuse_grad("edge_weight", edge_weight)
+        g = self._graph(x, edge_index, edge_weight)
+        base, d, e, cnt = self._norm(g)
+        if records(x, self.lin.weight, self.bias) or x.dim() == 3:
+            return self._autograd(x, base, d, e, cnt)
+        if self.aggr in ("max", "min"):
+            z = matmul_t(x, self.lin.weight)
+            out = kernels.run(kernels.extreme(self.aggr, True, self.bias is not None),
+                              ("gcn-ext", self.aggr, self.bias is not None), A=self._explicit(g, z.dtype),
+                              Z=z, **({} if self.bias is None else {"b": self.bias.detach()}))
+            return out if self.act is None else self.act.inplace(out)
+        return self._sum(x, base, *self._scales(d, e, cnt, self.lin.weight.dtype))
+
+    def _scales(self, d, e, cnt, dtype):
+        """(inner d_j or None, left r_i or None, loop e_i or None) as kernel operands of ``dtype``."""
+        mean = self.aggr == "mean"
+        inv = 1.0 / cnt.clamp(min=1) if mean else None
+        left = d if not mean else (d * inv if self.normalize else inv)
+        loop = (e * inv if mean else e) if self.add_self_loops else None
+        cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+        return (cast(d) if self.normalize else None), (cast(left) if self.normalize or mean else None), cast(loop)
+
+    def _sum(self, x, base: Graph, d, r, e) -> torch.Tensor:
+        """The fused sum/mean kernel: ``act(r_i Σ_j A_ij d_j Z_jk + e_i Z_ik + b_k)``."""
         w = self.lin.weight
-        dtype = w.dtype
-        if self.normalize:
-            g, d, e = self._norm(g, dtype)
-        adj = g.adj if g.adj.values is None or g.adj.values.dtype == dtype else \
-            g.derived(("values", dtype), lambda: g.adj.with_values(g.adj.values.to(dtype)))
-        reassociate = self.in_channels < self.out_channels  # (ÂX)W: the sparse product moves `in` values
-        z = dense_features(x, dtype) if reassociate else matmul_t(x, w)
+        adj = _values_as(base, w.dtype)
+        reassociate = self.lin.in_features < self.out_channels  # (ÂX)W: the sparse product moves `in` values
+        z = dense_features(x, w.dtype) if reassociate else matmul_t(x, w)
         tensors = {"A": adj, "Z": z}
-        if self.normalize:
-            tensors["d"] = d
-            if self.add_self_loops:
-                tensors["e"] = e
+        for name, t in (("d", d), ("r", r), ("e", e)):
+            if t is not None:
+                tensors[name] = t
+        key = ("gcn", d is not None, e is not None, r is not None)
         if reassociate:  # (ÂX)W: the kernel aggregates raw features; bias and act follow the GEMM
-            agg = kernels.run(kernels.gcn(self.normalize, self.add_self_loops, False),
-                              ("gcn", self.normalize, self.add_self_loops, False, None), **tensors)
-            out = linear(agg, w, None if self.bias is None else self.bias)
+            agg = kernels.run(kernels.gcn(d is not None, e is not None, False, None, r is not None),
+                              key + (False, None), **tensors)
+            out = linear(agg, w, self.bias)
             return out if self.act is None else self.act.inplace(out)
         if self.bias is not None:
             tensors["b"] = self.bias.detach()
         has_bias = self.bias is not None
-        stmt = kernels.gcn(self.normalize, self.add_self_loops, has_bias, self.act)
-        return kernels.run(stmt, ("gcn", self.normalize, self.add_self_loops, has_bias, self.act), **tensors)
+        stmt = kernels.gcn(d is not None, e is not None, has_bias, self.act, r is not None)
+        return kernels.run(stmt, key + (has_bias, self.act), **tensors)
+
+    def _autograd(self, x, base: Graph, d, e, cnt) -> torch.Tensor:
+        """Differentiable formulation: sum/mean through ``ops.spmm`` (sgnn kernels both ways),
+        max/min as edge messages with torch's scatter (PyG's gradients)."""
+        z = ops.linear(x, self.lin.weight)
+        static = z.dim() == 3
+        zf = z.transpose(0, 1).reshape(z.shape[1], -1) if static else z
+        dt = zf.dtype
+        if self.aggr in ("max", "min"):
+            rows, cols, vals = self._coords(base, d, e)
+            out = ops.scatter(zf[cols] * vals.to(dt).view(-1, 1), rows, zf.shape[0], self.aggr)
+        else:
+            inner, left, loop = self._scales(d, e, cnt, dt)
+            src = zf * inner.view(-1, 1) if inner is not None else zf
+            out = ops.spmm(_values_as(base, dt), src)
+            if left is not None:
+                out = out * left.view(-1, 1)
+            if loop is not None:
+                out = out + zf * loop.view(-1, 1)
+        if static:
+            out = out.reshape(out.shape[0], z.shape[0], -1).transpose(0, 1)
+        if self.bias is not None:
+            out = out + self.bias
+        return out if self.act is None else self.act(out)
+
+    def _coords(self, base: Graph, d, loop_e):
+        """(target, source, weight) of every normalised message, added self loops included."""
+        def make():
+            rows, cols = base.rows(), base.cols()
+            w = torch.ones(rows.numel(), dtype=torch.float64) if base.adj.values is None \
+                else base.adj.values.to(torch.float64)
+            vals = d[rows] * w * d[cols] if self.normalize else w
+            if self.add_self_loops:
+                loops = torch.arange(base.num_dst)
+                rows, cols, vals = torch.cat([rows, loops]), torch.cat([cols, loops]), torch.cat([vals, loop_e])
+            return rows, cols, vals
+        return base.derived(("gcn-coords", self.improved, self.add_self_loops, self.normalize), make)
+
+    def _explicit(self, g: Graph, dtype) -> SparseTensor:
+        """The normalised adjacency with its self loops as stored values (for max/min kernels)."""
+        def make():
+            rows, cols, vals = self._coords(base, d, e)
+            return SparseTensor.from_coo(rows, cols, vals.to(dtype), tuple(g.adj.shape), sum_duplicates=False)
+        base, d, e, _ = self._norm(g)
+        return g.derived(("gcn-explicit", self.improved, self.add_self_loops, dtype), make)
 
     def __repr__(self) -> str:
         act = "" if self.act is None else f", act={self.act}"
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}{act})"
+
+
+def _inv_sqrt(deg: torch.Tensor) -> torch.Tensor:
+    dinv = deg.pow(-0.5)
+    return dinv.masked_fill_(torch.isinf(dinv), 0.0)
+
+
+def _values_as(g: Graph, dtype) -> SparseTensor:
+    a = g.adj
+    if a.values is None or a.values.dtype == dtype:
+        return a
+    return g.derived(("values", dtype), lambda: a.with_values(a.values.to(dtype)))

@@ -2,12 +2,17 @@
 
 ``graph_of(edge_index, ...)`` accepts a PyG ``edge_index`` ([2, E], row 0 = source), an
 ``sgnn.SparseTensor`` or a torch sparse adjacency (both read as ``adj_t``: rows are targets),
-or a PyG ``EdgeIndex``. Built graphs are cached per input tensor through a weak reference and
-re-validated by the tensor's version counter, data pointer and shape, so an in-place edit or a
-different graph never hits a stale entry. Quantities derived from a graph (degrees,
-normalisations, self-loop variants) are cached on the ``Graph`` itself.
+or a PyG ``EdgeIndex`` (its cached CSC is used directly when it is sorted by target). Built
+graphs are cached per input tensor through a weak reference and re-validated by the tensor's
+version counter, data pointer and shape, so an in-place torch edit or a different graph never
+hits a stale entry; an entry dies with its tensor. Edits that bypass torch (writing through
+``edge_index.numpy()``) do not bump the version counter and are not seen: edit through torch.
+Quantities derived from a graph (degrees, normalisations, self-loop variants) are cached on
+the ``Graph`` itself.
 """
 from __future__ import annotations
+
+import threading
 
 import torch
 
@@ -22,12 +27,13 @@ _cache = TensorCache()
 class Graph:
     """``A[target, source]`` in CSR (duplicates kept, as message passing sees them) plus a cache."""
 
-    def __init__(self, adj: SparseTensor, edge_perm: torch.Tensor | None = None,
-                 edge_index: torch.Tensor | None = None):
+    def __init__(self, adj: SparseTensor, edge_perm: torch.Tensor | None = None, *,
+                 from_sparse: bool = False):
         self.adj = adj
         self.edge_perm = edge_perm  # CSR position -> original edge id (edge_index inputs only)
-        self.edge_index = edge_index
+        self.from_sparse = from_sparse  # built from a sparse adjacency (PyG's rules differ by input type)
         self._derived: dict = {}
+        self._lock = threading.RLock()
 
     @property
     def num_dst(self) -> int:
@@ -38,9 +44,14 @@ class Graph:
         return self.adj.shape[1]
 
     def derived(self, key, make):
-        if key not in self._derived:
-            self._derived[key] = make()
-        return self._derived[key]
+        """``make()`` computed once per key (under a lock: layers may share a graph across threads)."""
+        hit = self._derived.get(key)
+        if hit is None:
+            with self._lock:
+                hit = self._derived.get(key)
+                if hit is None:
+                    hit = self._derived[key] = make()
+        return hit
 
     def rows(self) -> torch.Tensor:
         """Target node of every stored edge, in CSR order."""
@@ -59,38 +70,33 @@ class Graph:
             return out.index_add_(0, self.rows(), self.adj.values.to(torch.float64))
         return self.derived(("deg", weighted), make)
 
-    def split_self_loops(self) -> tuple["Graph", torch.Tensor, torch.Tensor]:
-        """(graph without self loops, per-node "had a loop", weight of its last stored loop)."""
+    def split_self_loops(self) -> tuple["Graph", torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(graph without self loops, per-node "had a loop", weight of its last stored loop (by
+        original edge order), sum of its stored loops' weights); pattern-only loops weigh 1."""
         def make():
             r, c = self.rows(), self.cols()
             loop = r == c
             has = torch.zeros(self.num_dst, dtype=torch.bool)
             has[r[loop]] = True
-            old = torch.zeros(self.num_dst, dtype=torch.float64)
-            if self.adj.values is not None and bool(loop.any()):
-                ids = self.edge_perm if self.edge_perm is not None else torch.arange(r.numel())
-                order = torch.argsort(ids[loop])  # the last loop edge (by original order) wins, as in PyG
-                old[r[loop][order]] = self.adj.values[loop][order].to(torch.float64)
+            last = torch.zeros(self.num_dst, dtype=torch.float64)
+            total = torch.zeros(self.num_dst, dtype=torch.float64)
             if not bool(loop.any()):
-                return self, has, old
+                return self, has, last, total
+            w = torch.ones(int(loop.sum()), dtype=torch.float64) if self.adj.values is None \
+                else self.adj.values[loop].to(torch.float64)
+            total.index_add_(0, r[loop], w)
+            ids = self.edge_perm if self.edge_perm is not None else torch.arange(r.numel())
+            order = torch.argsort(ids[loop])  # the last loop edge (by original order) wins, as in PyG
+            last[r[loop][order]] = w[order]
             keep = ~loop
             vals = None if self.adj.values is None else self.adj.values[keep]
             m = SparseTensor.from_coo(r[keep], c[keep], _ids(keep), tuple(self.adj.shape), sum_duplicates=False)
             sel = m.values.long()  # position among kept edges
             kept_perm = None if self.edge_perm is None else self.edge_perm[keep][sel]
-            base = Graph(m.with_values(None if vals is None else vals[sel]), kept_perm)
-            return base, has, old
+            base = Graph(m.with_values(None if vals is None else vals[sel]), kept_perm,
+                         from_sparse=self.from_sparse)
+            return base, has, last, total
         return self.derived("split_loops", make)
-
-    def has_self_loop(self) -> torch.Tensor:
-        """Per target node: whether an edge i -> i is stored."""
-        def make():
-            r, c = self.rows(), self.cols()
-            loop = (r == c)
-            out = torch.zeros(self.num_dst, dtype=torch.bool)
-            out[r[loop]] = True
-            return out
-        return self.derived("has_loop", make)
 
     def with_self_loops(self) -> "Graph":
         """Self loops removed, then one added per node of the square part (PyG GATConv's rule)."""
@@ -108,7 +114,8 @@ class Graph:
             m = SparseTensor.from_coo(rr, cc, eid, tuple(self.adj.shape), sum_duplicates=False)
             perm = m.values.long()
             return Graph(m.with_values(None) if self.adj.values is None else
-                         m.with_values(_loop_values(self.adj, perm, self.edge_perm)), perm)
+                         m.with_values(_loop_values(self.adj, perm, self.edge_perm)), perm,
+                         from_sparse=self.from_sparse)
         return self.derived("self_loops", make)
 
 
@@ -140,12 +147,27 @@ def _check_edge_index(ei: torch.Tensor) -> None:
         raise UserError(f"Expected 'edge_index' on the CPU (got device {ei.device})")
 
 
-def graph_of(edge_index, num_src: int, num_dst: int, edge_weight: torch.Tensor | None = None) -> Graph:
-    """The cached ``Graph`` of any supported adjacency input."""
+FLOWS = ("source_to_target", "target_to_source")
+
+
+def graph_of(edge_index, num_src: int, num_dst: int, edge_weight: torch.Tensor | None = None,
+             flow: str = "source_to_target") -> Graph:
+    """The cached ``Graph`` of any supported adjacency input.
+
+    ``flow="target_to_source"`` reads an ``edge_index`` with row 1 as the source (PyG's rule);
+    sparse adjacencies are always ``adj_t`` and refuse it, as PyG does."""
     if isinstance(edge_index, Graph):
         return edge_index
+    if flow not in FLOWS:
+        raise UserError(f"Expected 'flow' to be either 'source_to_target' or 'target_to_source' (got {flow!r})")
+    sparse = isinstance(edge_index, SparseTensor) or not isinstance(edge_index, torch.Tensor) \
+        or edge_index.layout != torch.strided
+    if sparse and flow != "source_to_target":
+        raise UserError('Flow direction "target_to_source" is invalid for message propagation via a sparse '
+                        'adjacency (it is always adj_t); pass an edge_index or transpose the adjacency')
     if isinstance(edge_index, SparseTensor):
-        return edge_index.derived(("graph",), lambda: _graph_from_sparse(edge_index))
+        return _check_size(edge_index.derived(("graph",), lambda: _graph_from_sparse(edge_index)),
+                           num_src, num_dst)
     if not isinstance(edge_index, torch.Tensor):
         name = type(edge_index).__name__
         if name == "SparseTensor" and hasattr(edge_index, "csr"):  # torch_sparse.SparseTensor (adj_t)
@@ -156,7 +178,8 @@ def graph_of(edge_index, num_src: int, num_dst: int, edge_weight: torch.Tensor |
                         f"tensor (got {name})")
     if edge_index.layout != torch.strided:
         key = (edge_index.layout,)
-        return _cached(edge_index, key, lambda: _graph_from_sparse(SparseTensor.from_torch(edge_index)))
+        g = _cached(edge_index, key, lambda: _graph_from_sparse(SparseTensor.from_torch(edge_index)))
+        return _check_size(g, num_src, num_dst)
     _check_edge_index(edge_index)
     if edge_weight is not None:
         if not isinstance(edge_weight, torch.Tensor) or edge_weight.dim() != 1 or \
@@ -164,8 +187,17 @@ def graph_of(edge_index, num_src: int, num_dst: int, edge_weight: torch.Tensor |
             raise UserError(f"Expected 'edge_weight' of shape [{edge_index.size(1)}] "
                             f"(got {list(getattr(edge_weight, 'shape', []))})")
     wkey = None if edge_weight is None else _weight_key(edge_weight)
-    key = ("ei", num_src, num_dst, wkey)
-    return _cached(edge_index, key, lambda: _graph_from_edge_index(edge_index, num_src, num_dst, edge_weight))
+    flip = flow == "target_to_source"
+    key = ("ei", num_src, num_dst, wkey, flip)
+    return _cached(edge_index, key,
+                   lambda: _graph_from_edge_index(edge_index, num_src, num_dst, edge_weight, flip))
+
+
+def _check_size(g: Graph, num_src: int, num_dst: int) -> Graph:
+    if g.num_src != num_src or g.num_dst != num_dst:
+        raise UserError(f"Expected a sparse adjacency adj_t of shape [{num_dst}, {num_src}] "
+                        f"([targets, sources]; got {list(g.adj.shape)})")
+    return g
 
 
 def _weight_key(w: torch.Tensor):
@@ -210,9 +242,22 @@ def _cached(t: torch.Tensor, key, make) -> Graph:
     return g
 
 
-def _graph_from_edge_index(ei: torch.Tensor, num_src: int, num_dst: int, w) -> Graph:
-    ei = ei.as_subclass(torch.Tensor) if type(ei) is not torch.Tensor else ei
-    src, dst = ei[0], ei[1]
+def plain_edge_index(ei: torch.Tensor) -> torch.Tensor:
+    """A plain ``torch.Tensor`` with the data of ``ei`` (PyG's ``EdgeIndex`` wraps its data: a bare
+    ``as_subclass`` would give a tensor without storage)."""
+    if type(ei) is torch.Tensor:
+        return ei
+    if hasattr(ei, "as_tensor"):
+        return ei.as_tensor()
+    return ei.as_subclass(torch.Tensor)
+
+
+def _graph_from_edge_index(ei: torch.Tensor, num_src: int, num_dst: int, w, flip: bool) -> Graph:
+    fast = _graph_from_sorted_edge_index(ei, num_src, num_dst, w, flip)
+    if fast is not None:
+        return fast
+    ei = plain_edge_index(ei)
+    src, dst = (ei[1], ei[0]) if flip else (ei[0], ei[1])
     if src.numel():
         if int(src.min()) < 0 or int(dst.min()) < 0:
             raise UserError("Expected 'edge_index' to hold non-negative node indices (got a negative index)")
@@ -222,12 +267,34 @@ def _graph_from_edge_index(ei: torch.Tensor, num_src: int, num_dst: int, w) -> G
     ids = torch.arange(src.numel(), dtype=torch.float64)
     m = SparseTensor.from_coo(dst, src, ids, (num_dst, num_src), sum_duplicates=False)
     perm = m.values.long()
-    vals = None if w is None else w.detach().to(torch.float32 if not w.is_floating_point() else w.dtype)[perm]
-    return Graph(m.with_values(vals), perm, ei)
+    return Graph(m.with_values(_edge_values(w, perm)), perm)
+
+
+def _edge_values(w, perm):
+    return None if w is None else w.detach().to(torch.float32 if not w.is_floating_point() else w.dtype)[perm]
+
+
+def _graph_from_sorted_edge_index(ei, num_src: int, num_dst: int, w, flip: bool) -> Graph | None:
+    """A PyG ``EdgeIndex`` sorted by target: its cached CSC is our CSR (validated, not re-sorted)."""
+    if not hasattr(ei, "get_csc") or not hasattr(ei, "is_sorted_by_col"):
+        return None
+    by_target = ei.is_sorted_by_row if flip else ei.is_sorted_by_col
+    if not by_target:
+        return None
+    (ptr, idx), perm = ei.get_csr() if flip else ei.get_csc()
+    if ptr.numel() != num_dst + 1:
+        return None  # a sparse size other than this call's: take the general path (it checks bounds)
+    perm = torch.arange(idx.numel()) if perm is None else perm.long()
+    try:  # validated (bounds, monotone pointers); rows must be sorted, repeats allowed ("du")
+        m = SparseTensor((num_dst, num_src), Format("du"), [None, plain_edge_index(ptr)],
+                         [None, plain_edge_index(idx)])
+    except UserError:
+        return None  # not sorted within a target: the general path sorts
+    return Graph(m.with_values(_edge_values(w, perm)), perm)
 
 
 def _graph_from_sparse(t: SparseTensor) -> Graph:
     if t.ndim != 2:
         raise UserError(f"Expected a 2-dimensional adjacency (got {t.ndim} dimensions)")
     a = t if t.format in (CSR, Format("du")) else t.to(CSR)
-    return Graph(a)
+    return Graph(a, from_sparse=True)

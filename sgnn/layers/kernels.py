@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from ..engine.expr import (Statement, compute, indices, leaky_relu, max_, pattern, softmax, sum_,
+from ..engine.expr import (Statement, compute, indices, leaky_relu, max_, min_, pattern, softmax, sum_,
                            tensors)
 from ..engine.runtime import evaluate
 from .activation import Act
@@ -19,11 +19,12 @@ ad, as_, ae, X = tensors("ad as_ ae X")
 
 
 @functools.lru_cache(maxsize=None)
-def gcn(normalize: bool, self_loops: bool, bias: bool, act: Act | None = None) -> Statement:
-    """``act(d_i * sum_j A_ij d_j Z_jk  +  e_i Z_ik  +  b_k)`` with ``d = deg^-1/2`` and ``e`` the
-    weight of an added self loop times ``d_i^2`` (no value array for the normalised adjacency)."""
+def gcn(normalize: bool, self_loops: bool, bias: bool, act: Act | None = None, scaled: bool = False) -> Statement:
+    """``act(l_i * sum_j A_ij d_j Z_jk  +  e_i Z_ik  +  b_k)`` with ``d = deg^-1/2``, ``l = d`` (divided
+    by the message count for a mean) and ``e`` the weight of an added self loop times ``d_i^2`` (over
+    the count for a mean): no value array for the normalised adjacency."""
     agg = sum_(j, A[i, j] * d[j] * Z[j, k]) if normalize else sum_(j, A[i, j] * Z[j, k])
-    out = d[i] * agg if normalize else agg
+    out = r[i] * agg if normalize or scaled else agg
     if self_loops:
         out = out + e[i] * Z[i, k]
     if bias:
@@ -32,10 +33,17 @@ def gcn(normalize: bool, self_loops: bool, bias: bool, act: Act | None = None) -
 
 
 @functools.lru_cache(maxsize=None)
+def extreme(op: str, weighted: bool, bias: bool) -> Statement:
+    """``max_j A_ij Z_jk`` or ``min_j`` (``pattern(A)`` when unweighted) ``+ b_k``: 0 for no neighbours."""
+    red = max_ if op == "max" else min_
+    msg = (A[i, j] if weighted else pattern(A[i, j])) * Z[j, k]
+    out = red(j, msg)
+    return compute((i, k), out + b[k] if bias else out)
+
+
+@functools.lru_cache(maxsize=None)
 def sage(aggr: str, scale: bool, root: bool, bias: bool, act: Act | None = None) -> Statement:
-    """``act(r_i * sum_j A_ij Z_jk (+ R_ik) (+ b_k))`` (mean: r = 1/deg), or ``max_j pattern(A_ij) Z_jk``."""
-    if aggr == "max":
-        return compute((i, k), max_(j, pattern(A[i, j]) * Z[j, k]))
+    """``act(r_i * sum_j A_ij Z_jk (+ R_ik) (+ b_k))`` (mean: r = 1/deg)."""
     out = sum_(j, A[i, j] * Z[j, k])
     if scale:
         out = r[i] * out

@@ -1,0 +1,100 @@
+"""``Conv``: the base of sgnn's convs, with PyG ``MessagePassing``'s constructor contract.
+
+PyG's convs pass unknown keyword arguments to ``MessagePassing.__init__``, which accepts
+``aggr``, ``aggr_kwargs``, ``flow``, ``node_dim`` and ``decomposed_layers`` and raises
+``TypeError`` for anything else. ``Conv.__init__`` has the same keyword-only signature, so a
+misspelled argument fails the same way. ``decomposed_layers`` only changes how PyG splits its
+edge-wise work (never the result) and is accepted for compatibility; sgnn never materialises
+edge-wise messages on its kernel paths.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import NotSupported, UserError
+from .graph import FLOWS, Graph, graph_of
+
+
+class Conv(nn.Module):
+    """Shared argument handling: flow, aggregation name, node dimension, lazy ``Linear``s."""
+
+    def __init__(self, aggr="sum", *, aggr_kwargs: dict | None = None, flow: str = "source_to_target",
+                 node_dim: int = -2, decomposed_layers: int = 1):
+        super().__init__()
+        if flow not in FLOWS:
+            raise ValueError(f"Expected 'flow' to be either 'source_to_target' or 'target_to_source' "
+                             f"(got '{flow}')")
+        if not isinstance(decomposed_layers, int) or decomposed_layers < 1:
+            raise ValueError(f"Expected 'decomposed_layers' to be a positive integer (got {decomposed_layers!r})")
+        self.aggr = aggr if isinstance(aggr, (list, tuple)) or aggr is None else str(aggr)
+        self.aggr_kwargs = dict(aggr_kwargs or {})
+        self.flow, self.node_dim, self.decomposed_layers = flow, node_dim, decomposed_layers
+
+    def graph(self, edge_index, n_src: int, n_dst: int, edge_weight=None) -> Graph:
+        """The cached graph of this call's adjacency, read with this conv's ``flow``."""
+        return graph_of(edge_index, n_src, n_dst, edge_weight, self.flow)
+
+    def check_node_dim(self, x: torch.Tensor, allowed: tuple[int, ...]) -> None:
+        """Nodes must lie along ``node_dim`` (``-2`` or ``0`` for [N, F]; ``-2`` or ``1`` for [B, N, F])."""
+        nd = self.node_dim if self.node_dim >= 0 else x.dim() + self.node_dim
+        if nd != x.dim() - 2 or x.dim() not in allowed:
+            raise NotSupported(f"{type(self).__name__}: node features of shape {list(x.shape)} with "
+                               f"node_dim={self.node_dim}; expected nodes in the second-to-last dimension "
+                               f"of a {' or '.join(f'{d}-d' for d in allowed)} tensor")
+
+
+def make_linear(in_channels: int, out_channels: int, bias: bool) -> nn.Module:
+    """``nn.Linear``, or ``nn.LazyLinear`` when ``in_channels`` is -1 (PyG's lazy initialisation)."""
+    if in_channels is None or in_channels < 0:
+        return nn.LazyLinear(out_channels, bias=bias)
+    return nn.Linear(in_channels, out_channels, bias=bias)
+
+
+def materialize(lin: nn.Module, x, init=None) -> None:
+    """Give a lazy ``Linear`` its input size from ``x``; the weight is then drawn by ``init``
+    (default: torch's ``Linear`` rule). A bias loaded before (PyG's lazy ``Linear`` has a
+    materialised bias) is kept."""
+    if not (isinstance(lin, nn.LazyLinear) and lin.has_uninitialized_params()):
+        return
+    if x is None:
+        raise UserError(f"{type(lin).__name__}: cannot infer the input size without features")
+    lin.in_features = int(x.shape[-1])
+    with torch.no_grad():
+        if isinstance(lin.weight, nn.parameter.UninitializedParameter):
+            lin.weight.materialize((lin.out_features, lin.in_features))
+            if init is not None:
+                init(lin.weight)
+            else:
+                nn.init.kaiming_uniform_(lin.weight, a=5 ** 0.5)
+        if isinstance(lin.bias, nn.parameter.UninitializedParameter):
+            lin.bias.materialize((lin.out_features,))
+            bound = 1 / lin.in_features ** 0.5 if lin.in_features > 0 else 0
+            nn.init.uniform_(lin.bias, -bound, bound)
+
+
+def is_lazy(*mods) -> bool:
+    return any(isinstance(m, nn.LazyLinear) and m.has_uninitialized_params() for m in mods if m is not None)
+
+
+def records(*ts) -> bool:
+    """True when autograd records an operation on any of these tensors (or parameters)."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in ts)
+
+
+def refuse_grad(what: str, *ts) -> None:
+    """Refuse to run when autograd would need a gradient sgnn cannot give yet."""
+    if records(*ts):
+        raise NotSupported(f"gradients w.r.t. {what} are not supported yet; detach it "
+                           f"(or run under torch.no_grad())")
+
+
+def fold_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """[B, N, F] (a static graph's batch) as [N, B·F] for one aggregation pass; returns (x, B)."""
+    b, n, f = x.shape
+    return x.transpose(0, 1).reshape(n, b * f), b
+
+
+def unfold_batch(y: torch.Tensor, b: int) -> torch.Tensor:
+    n = y.shape[0]
+    return y.reshape(n, b, -1).transpose(0, 1)

@@ -1,0 +1,83 @@
+"""Differentiable graph primitives for the layers' autograd paths.
+
+``spmm`` runs forward *and* backward through sgnn's compiled kernels (the backward of
+``A·Z`` is ``Aᵀ·G``, a transposed access whose CSC the engine builds once per graph). The
+edge-wise primitives (``gather``, ``scatter``, ``edge_softmax``) are plain torch ops with
+PyG's semantics, used where no kernel has a derivative yet (max/min aggregation, attention):
+their gradients are torch's, so they are correct by construction.
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..engine import SparseTensor, einsum
+from ..errors import NotSupported
+from .graph import Graph
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ Z`` for a constant sparse ``A`` (its values carry no gradient)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, adj: SparseTensor) -> torch.Tensor:
+        if adj.values is None and "u" in adj.format.codes:  # repeated edges: keep their multiplicity
+            adj = adj.derived(("ones", z.dtype), lambda: adj.with_values(torch.ones(adj.nnz, dtype=z.dtype)))
+        ctx.adj = adj
+        return einsum("ij,jk->ik", adj, z.contiguous())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        if ctx.needs_input_grad[0]:
+            return einsum("ji,jk->ik", ctx.adj, grad.contiguous()), None
+        return None, None
+
+
+def spmm(adj: SparseTensor, z: torch.Tensor) -> torch.Tensor:
+    """``adj @ z`` through sgnn kernels, differentiable w.r.t. ``z`` (double backward is refused)."""
+    if adj.values is not None and adj.values.dtype != z.dtype:
+        adj = adj.with_values(adj.values.to(z.dtype))
+    return _SpMM.apply(z, adj)
+
+
+def rows_cols(g: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target, source) of every stored edge, int64, in CSR order."""
+    return g.rows(), g.cols()
+
+
+def scatter(msg: torch.Tensor, rows: torch.Tensor, n: int, reduce: str) -> torch.Tensor:
+    """Per-target reduction of edge messages ``msg`` [E, ...] (PyG's rules: empty targets give 0)."""
+    shape = (n,) + tuple(msg.shape[1:])
+    if reduce in ("sum", "add", "mean"):
+        out = msg.new_zeros(shape).index_add_(0, rows, msg)
+        if reduce == "mean":
+            cnt = torch.bincount(rows, minlength=n).clamp_(min=1).to(msg.dtype)
+            out = out / cnt.view((-1,) + (1,) * (msg.dim() - 1))
+        return out
+    op = {"max": "amax", "min": "amin", "mul": "prod"}.get(reduce)
+    if op is None:
+        raise NotSupported(f"aggregation {reduce!r} is not supported here")
+    idx = rows.view((-1,) + (1,) * (msg.dim() - 1)).expand_as(msg)
+    return msg.new_zeros(shape).scatter_reduce(0, idx, msg, op, include_self=False)
+
+
+def edge_softmax(logits: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Softmax of per-edge logits [E, H] over each target's incoming edges (PyG's ``softmax``)."""
+    idx = rows.view(-1, 1).expand_as(logits)
+    top = logits.new_full((n, logits.shape[1]), float("-inf"))
+    top = top.scatter_reduce(0, idx, logits.detach(), "amax", include_self=True)
+    ex = (logits - top.index_select(0, rows)).exp()
+    den = ex.new_zeros((n, logits.shape[1])).index_add_(0, rows, ex) + 1e-16
+    return ex / den.index_select(0, rows)
+
+
+def linear(x, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T (+ bias)``, differentiable; sparse ``x`` (sgnn or torch sparse) through ``spmm``."""
+    if isinstance(x, SparseTensor):
+        out = spmm(x, weight.t())
+    elif x.layout != torch.strided:
+        out = spmm(SparseTensor.from_torch(x.detach()), weight.t())
+    else:
+        out = torch.matmul(x.to(weight.dtype), weight.t())
+    return out if bias is None else out + bias
