@@ -151,9 +151,9 @@ class GATConv(Conv):
         """Inference: logits, row softmax and aggregation in one compiled loop nest."""
         H, C = self.heads, self.out_channels
         res = None if self.res is None or x_dst is None else matmul_t(x_dst, self.res.weight)
-        xs = self._project(x_src, lin_s)
+        xs = g.sources(self._project(x_src, lin_s).contiguous())
         tensors = {"A": g.adj.with_values(None) if g.adj.values is not None else g.adj,
-                   "as_": self._logits(x_src, lin_s, self.att_src).contiguous(), "X": xs.contiguous()}
+                   "as_": g.sources(self._logits(x_src, lin_s, self.att_src).contiguous()), "X": xs}
         if x_dst is not None:
             tensors["ad"] = self._logits(x_dst, lin_d, self.att_dst).contiguous()
         if edge_attr is not None:
@@ -178,11 +178,14 @@ class GATConv(Conv):
     def _edgewise(self, g: Graph, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index):
         """PyG's formulation on torch ops (autograd, dropout, attention weights): (output, alpha [E, H])."""
         H, C = self.heads, self.out_channels
-        xs = ops.linear(x_src, lin_s.weight).view(-1, H, C)
+        if g.distributed and records(x_src, x_dst, edge_attr, *self.parameters()):
+            raise NotSupported("GATConv: training on a partitioned graph is not supported yet")
+        local = ops.linear(x_src, lin_s.weight).view(-1, H, C)
+        xs = g.sources(local)
         rows, cols = g.rows(), g.cols()
         alpha = (xs * self.att_src).sum(-1).index_select(0, cols)
         if x_dst is not None:
-            xd = xs if x_dst is x_src and lin_d is lin_s else ops.linear(x_dst, lin_d.weight).view(-1, H, C)
+            xd = local if x_dst is x_src and lin_d is lin_s else ops.linear(x_dst, lin_d.weight).view(-1, H, C)
             alpha = alpha + (xd * self.att_dst).sum(-1).index_select(0, rows)
         if edge_attr is not None:
             alpha = alpha + self._edge_logits(g, edge_attr, edge_index, detach=False)

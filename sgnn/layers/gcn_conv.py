@@ -81,7 +81,8 @@ class GCNConv(Conv):
         self._cached_graph = None
 
     def _norm(self, g: Graph):
-        """(graph without loops, d = deg^-1/2, e = loop weight · d², message count) in float64.
+        """(graph without loops, d = deg^-1/2 of the targets, d of every source column, e = loop
+        weight · d², message count) in float64.
 
         PyG's loop weight: for an ``edge_index``, an existing loop's weight (with edge weights) or
         1; else 2 if ``improved`` (and edge weights are given); for a sparse ``adj_t``, the stored
@@ -89,7 +90,8 @@ class GCNConv(Conv):
         def make():
             if not self.add_self_loops:
                 deg = g.in_degree()
-                return g, _inv_sqrt(deg), torch.zeros_like(deg), g.in_degree(weighted=False)
+                d = _inv_sqrt(deg)
+                return g, d, g.sources(d), torch.zeros_like(deg), g.in_degree(weighted=False)
             base, has, last, total = g.split_self_loops()
             fill = 2.0 if self.improved else 1.0
             if g.from_sparse:
@@ -100,7 +102,7 @@ class GCNConv(Conv):
                 loop = torch.where(has, last, torch.full_like(total, fill))
             deg = base.in_degree() + loop
             dinv = _inv_sqrt(deg)
-            return base, dinv, loop * dinv * dinv, base.in_degree(weighted=False) + 1
+            return base, dinv, g.sources(dinv), loop * dinv * dinv, base.in_degree(weighted=False) + 1
         return g.derived(("gcn", self.improved, self.add_self_loops), make)
 
     def _graph(self, x, edge_index, edge_weight) -> Graph:
@@ -119,16 +121,19 @@ class GCNConv(Conv):
         materialize(self.lin, x, nn.init.xavier_uniform_)
         refuse_grad("edge_weight", edge_weight)
         g = self._graph(x, edge_index, edge_weight)
-        base, d, e, cnt = self._norm(g)
+        base, d, d_src, e, cnt = self._norm(g)
         if records(x, self.lin.weight, self.bias) or x.dim() == 3:
+            if g.distributed:
+                raise NotSupported("GCNConv: training on a partitioned graph is not supported yet")
             return self._autograd(x, base, d, e, cnt)
         if self.aggr in ("max", "min"):
-            z = matmul_t(x, self.lin.weight)
+            z = g.sources(matmul_t(x, self.lin.weight))
             out = kernels.run(kernels.extreme(self.aggr, True, self.bias is not None),
                               ("gcn-ext", self.aggr, self.bias is not None), A=self._explicit(g, z.dtype),
                               Z=z, **({} if self.bias is None else {"b": self.bias.detach()}))
             return out if self.act is None else self.act.inplace(out)
-        return self._sum(x, base, *self._scales(d, e, cnt, self.lin.weight.dtype))
+        _, r, loop = self._scales(d, e, cnt, self.lin.weight.dtype)
+        return self._sum(x, base, d_src.to(self.lin.weight.dtype) if self.normalize else None, r, loop)
 
     def _scales(self, d, e, cnt, dtype):
         """(inner d_j or None, left r_i or None, loop e_i or None) as kernel operands of ``dtype``."""
@@ -144,7 +149,7 @@ class GCNConv(Conv):
         w = self.lin.weight
         adj = _values_as(base, w.dtype)
         reassociate = self.lin.in_features < self.out_channels  # (ÂX)W: the sparse product moves `in` values
-        z = dense_features(x, w.dtype) if reassociate else matmul_t(x, w)
+        z = base.sources(dense_features(x, w.dtype) if reassociate else matmul_t(x, w))
         tensors = {"A": adj, "Z": z}
         for name, t in (("d", d), ("r", r), ("e", e)):
             if t is not None:
@@ -169,7 +174,7 @@ class GCNConv(Conv):
         zf = z.transpose(0, 1).reshape(z.shape[1], -1) if static else z
         dt = zf.dtype
         if self.aggr in ("max", "min"):
-            rows, cols, vals = self._coords(base, d, e)
+            rows, cols, vals = self._coords(base, d, d, e)
             out = ops.scatter(zf[cols] * vals.to(dt).view(-1, 1), rows, zf.shape[0], self.aggr)
         else:
             inner, left, loop = self._scales(d, e, cnt, dt)
@@ -185,13 +190,13 @@ class GCNConv(Conv):
             out = out + self.bias
         return out if self.act is None else self.act(out)
 
-    def _coords(self, base: Graph, d, loop_e):
+    def _coords(self, base: Graph, d, d_src, loop_e):
         """(target, source, weight) of every normalised message, added self loops included."""
         def make():
             rows, cols = base.rows(), base.cols()
             w = torch.ones(rows.numel(), dtype=torch.float64) if base.adj.values is None \
                 else base.adj.values.to(torch.float64)
-            vals = d[rows] * w * d[cols] if self.normalize else w
+            vals = d[rows] * w * d_src[cols] if self.normalize else w
             if self.add_self_loops:
                 loops = torch.arange(base.num_dst)
                 rows, cols, vals = torch.cat([rows, loops]), torch.cat([cols, loops]), torch.cat([vals, loop_e])
@@ -201,9 +206,9 @@ class GCNConv(Conv):
     def _explicit(self, g: Graph, dtype) -> SparseTensor:
         """The normalised adjacency with its self loops as stored values (for max/min kernels)."""
         def make():
-            rows, cols, vals = self._coords(base, d, e)
+            rows, cols, vals = self._coords(base, d, d_src, e)
             return SparseTensor.from_coo(rows, cols, vals.to(dtype), tuple(g.adj.shape), sum_duplicates=False)
-        base, d, e, _ = self._norm(g)
+        base, d, d_src, e, _ = self._norm(g)
         return g.derived(("gcn-explicit", self.improved, self.add_self_loops, dtype), make)
 
     def __repr__(self) -> str:

@@ -28,12 +28,22 @@ class Graph:
     """``A[target, source]`` in CSR (duplicates kept, as message passing sees them) plus a cache."""
 
     def __init__(self, adj: SparseTensor, edge_perm: torch.Tensor | None = None, *,
-                 from_sparse: bool = False):
+                 from_sparse: bool = False, sources=None):
         self.adj = adj
+        self._sources = sources  # t_local -> t over all source columns (a distributed graph's halo exchange)
         self.edge_perm = edge_perm  # CSR position -> original edge id (edge_index inputs only)
         self.from_sparse = from_sparse  # built from a sparse adjacency (PyG's rules differ by input type)
         self._derived: dict = {}
         self._lock = threading.RLock()
+
+    @property
+    def distributed(self) -> bool:
+        return self._sources is not None
+
+    def sources(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-node tensor of this process's nodes extended to every source column of the graph
+        (itself for a local graph; local rows then halo rows for a partitioned one)."""
+        return t if self._sources is None else self._sources(t)
 
     @property
     def num_dst(self) -> int:
@@ -94,7 +104,7 @@ class Graph:
             sel = m.values.long()  # position among kept edges
             kept_perm = None if self.edge_perm is None else self.edge_perm[keep][sel]
             base = Graph(m.with_values(None if vals is None else vals[sel]), kept_perm,
-                         from_sparse=self.from_sparse)
+                         from_sparse=self.from_sparse, sources=self._sources)
             return base, has, last, total
         return self.derived("split_loops", make)
 
@@ -115,7 +125,7 @@ class Graph:
             perm = m.values.long()
             return Graph(m.with_values(None) if self.adj.values is None else
                          m.with_values(_loop_values(self.adj, perm, self.edge_perm)), perm,
-                         from_sparse=self.from_sparse)
+                         from_sparse=self.from_sparse, sources=self._sources)
         return self.derived("self_loops", make)
 
 
@@ -158,6 +168,8 @@ def graph_of(edge_index, num_src: int, num_dst: int, edge_weight: torch.Tensor |
     sparse adjacencies are always ``adj_t`` and refuse it, as PyG does."""
     if isinstance(edge_index, Graph):
         return edge_index
+    if hasattr(edge_index, "__sgnn_graph__"):  # e.g. sgnn.distributed.DistGraph: local rows + halo columns
+        return edge_index.__sgnn_graph__(num_src, num_dst, flow)
     if flow not in FLOWS:
         raise UserError(f"Expected 'flow' to be either 'source_to_target' or 'target_to_source' (got {flow!r})")
     sparse = isinstance(edge_index, SparseTensor) or not isinstance(edge_index, torch.Tensor) \

@@ -92,6 +92,8 @@ class SAGEConv(Conv):
         self._materialize(x_src, x_dst if root else None)
         params = [p for p in self.parameters()]
         if not self._native() or x_src.dim() == 3 or records(x_src, x_dst, *params):
+            if g.distributed and records(x_src, x_dst, *params):
+                raise NotSupported("SAGEConv: training on a partitioned graph is not supported yet")
             out = self._autograd(g, adj, x_src, x_dst if root else None)
         else:
             out = self._kernels(g, adj, x_src, x_dst if root else None)
@@ -120,14 +122,15 @@ class SAGEConv(Conv):
         in_kernel_act = None if self.normalize else self.act  # normalize comes before the activation
         if aggr in ("max", "min"):
             agg = kernels.run(kernels.extreme(aggr, adj.values is not None, False),
-                              ("sage-ext", aggr, adj.values is not None), A=adj, Z=dense_features(x_src, dtype))
+                              ("sage-ext", aggr, adj.values is not None), A=adj,
+                              Z=g.sources(dense_features(x_src, dtype)))
             return self._linear_root(agg, x_dst), False
         scale = aggr == "mean"
         tensors = {"A": adj}
         if scale:
             tensors["r"] = g.derived(("inv_deg", dtype), lambda: _inv(g.in_degree(weighted=False), dtype))
         if self.out_channels <= self.lin_l.in_features:  # aggregate X·W_l; root, bias, act in one pass
-            tensors["Z"] = matmul_t(x_src, w_l)
+            tensors["Z"] = g.sources(matmul_t(x_src, w_l))
             if x_dst is not None:
                 tensors["R"] = matmul_t(x_dst, self.lin_r.weight)
             has_bias = self.lin_l.bias is not None
@@ -136,7 +139,7 @@ class SAGEConv(Conv):
             out = kernels.run(kernels.sage(aggr, scale, x_dst is not None, has_bias, in_kernel_act),
                               ("sage", aggr, x_dst is not None, has_bias, in_kernel_act), **tensors)
             return out, in_kernel_act is not None
-        tensors["Z"] = dense_features(x_src, dtype)
+        tensors["Z"] = g.sources(dense_features(x_src, dtype))
         agg = kernels.run(kernels.sage(aggr, scale, False, False), ("sage", aggr, False, False, None), **tensors)
         return self._linear_root(agg, x_dst), False
 
@@ -144,7 +147,7 @@ class SAGEConv(Conv):
         """Differentiable formulation: sum/mean through ``ops.spmm`` (sgnn kernels both ways); max,
         min and PyG aggregation modules as edge messages on torch ops (PyG's gradients)."""
         x = x_src.to_dense() if not isinstance(x_src, torch.Tensor) or x_src.layout != torch.strided else x_src
-        x = x.to(self.lin_l.weight.dtype)
+        x = g.sources(x.to(self.lin_l.weight.dtype))
         aggr = "sum" if self.aggr == "add" else self.aggr
         if self._native() and aggr in ("sum", "mean"):
             xf, b = (x.transpose(0, 1).reshape(x.shape[1], -1), x.shape[0]) if x.dim() == 3 else (x, 0)
