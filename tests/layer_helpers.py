@@ -12,6 +12,7 @@ import torch
 import sgnn
 
 RTOL = 1e-5  # float32: relative to the largest magnitude of the reference output
+GRAD_RTOL = 1e-3  # gradients sum over up to 10,000 edges per node (the hub graph) in float32
 
 
 # ------------------------------------------------------------------ comparisons
@@ -156,7 +157,40 @@ def assert_layer(sgnn_layer, pyg_layer, x, edge_index, *, check_inputs: bool = T
         with num_threads(1):
             one = run(pristine_s, edge_index, **kwargs)
         assert_close(one, out, "1 thread vs 2 threads")
+    assert_same_gradients(pristine_s, pristine_p, x, edge_index, **kwargs)
     return out
+
+
+def assert_same_gradients(sgnn_layer, pyg_layer, x, edge_index, **kwargs) -> None:
+    """With autograd on: the same output and the same parameter (and feature) gradients as PyG."""
+    if isinstance(x, torch.Tensor) and x.layout != torch.strided:
+        return  # PyG is given dense copies of sparse features: no common leaf to compare
+    s, p = copy.deepcopy(sgnn_layer), copy.deepcopy(pyg_layer)
+    if kwargs.get("edge_weight") is not None:
+        kwargs = dict(kwargs, edge_weight=kwargs["edge_weight"].detach())
+    leaves = []
+    for layer in (s, p):
+        xs = tuple(t.clone().requires_grad_(True) if t is not None else None for t in x) \
+            if isinstance(x, (tuple, list)) else x.clone().requires_grad_(True)
+        out = layer(xs, edge_index, **kwargs)
+        if not out.numel():
+            return
+        out.mul(torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        leaves.append((out.detach(), xs))
+    assert_close(leaves[0][0], leaves[1][0], "autograd output vs PyG", 1e-4)
+    xs_s = leaves[0][1] if isinstance(x, (tuple, list)) else (leaves[0][1],)
+    xs_p = leaves[1][1] if isinstance(x, (tuple, list)) else (leaves[1][1],)
+    for a, b in zip(xs_s, xs_p):
+        if b is not None and b.grad is not None:
+            assert a.grad is not None, "no gradient reached x"
+            assert_close(a.grad, b.grad, "x.grad vs PyG", GRAD_RTOL)
+    grads_p = {n: q.grad for n, q in p.named_parameters()}
+    for n, q in s.named_parameters():
+        if grads_p[n] is None:
+            assert q.grad is None or not bool(q.grad.any()), f"{n}: gradient where PyG has none"
+        else:
+            assert q.grad is not None, f"{n}: no gradient"
+            assert_close(q.grad, grads_p[n], f"{n}.grad vs PyG", GRAD_RTOL)
 
 
 # ------------------------------------------------------------------ graphs

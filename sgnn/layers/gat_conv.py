@@ -132,7 +132,7 @@ class GATConv(Conv):
             if self.res is not None:
                 materialize(self.res, x_dst, nn.init.xavier_uniform_)
         n_src = x_src.shape[0]
-        n_dst = size[1] if size is not None else (x_dst.shape[0] if x_dst is not None else n_src)
+        n_dst = size[1] if size is not None else (x_dst.shape[0] if x_dst is not None else None)
         g = self.graph(edge_index, n_src, n_dst)
         if self.add_self_loops:
             g = g.with_self_loops()

@@ -80,6 +80,11 @@ class GCNConv(Conv):
             nn.init.zeros_(self.bias)
         self._cached_graph = None
 
+    @property
+    def _cached_edge_index(self):
+        """PyG's name for the kept graph of a ``cached`` conv (here the ``Graph`` itself, or None)."""
+        return self._cached_graph
+
     def _norm(self, g: Graph):
         """(graph without loops, d = deg^-1/2 of the targets, d of every source column, e = loop
         weight · d², message count) in float64.

@@ -160,16 +160,17 @@ def _check_edge_index(ei: torch.Tensor) -> None:
 FLOWS = ("source_to_target", "target_to_source")
 
 
-def graph_of(edge_index, num_src: int, num_dst: int, edge_weight: torch.Tensor | None = None,
+def graph_of(edge_index, num_src: int, num_dst: int | None, edge_weight: torch.Tensor | None = None,
              flow: str = "source_to_target") -> Graph:
     """The cached ``Graph`` of any supported adjacency input.
 
+    ``num_dst=None``: as many targets as the adjacency has rows (an ``edge_index``: ``num_src``).
     ``flow="target_to_source"`` reads an ``edge_index`` with row 1 as the source (PyG's rule);
     sparse adjacencies are always ``adj_t`` and refuse it, as PyG does."""
     if isinstance(edge_index, Graph):
         return edge_index
     if hasattr(edge_index, "__sgnn_graph__"):  # e.g. sgnn.distributed.DistGraph: local rows + halo columns
-        return edge_index.__sgnn_graph__(num_src, num_dst, flow)
+        return edge_index.__sgnn_graph__(num_src, num_src if num_dst is None else num_dst, flow)
     if flow not in FLOWS:
         raise UserError(f"Expected 'flow' to be either 'source_to_target' or 'target_to_source' (got {flow!r})")
     sparse = isinstance(edge_index, SparseTensor) or not isinstance(edge_index, torch.Tensor) \
@@ -193,6 +194,7 @@ def graph_of(edge_index, num_src: int, num_dst: int, edge_weight: torch.Tensor |
         g = _cached(edge_index, key, lambda: _graph_from_sparse(SparseTensor.from_torch(edge_index)))
         return _check_size(g, num_src, num_dst)
     _check_edge_index(edge_index)
+    num_dst = num_src if num_dst is None else num_dst
     if edge_weight is not None:
         if not isinstance(edge_weight, torch.Tensor) or edge_weight.dim() != 1 or \
                 edge_weight.numel() != edge_index.size(1):
@@ -205,8 +207,8 @@ def graph_of(edge_index, num_src: int, num_dst: int, edge_weight: torch.Tensor |
                    lambda: _graph_from_edge_index(edge_index, num_src, num_dst, edge_weight, flip))
 
 
-def _check_size(g: Graph, num_src: int, num_dst: int) -> Graph:
-    if g.num_src != num_src or g.num_dst != num_dst:
+def _check_size(g: Graph, num_src: int, num_dst: int | None) -> Graph:
+    if g.num_src != num_src or (num_dst is not None and g.num_dst != num_dst):
         raise UserError(f"Expected a sparse adjacency adj_t of shape [{num_dst}, {num_src}] "
                         f"([targets, sources]; got {list(g.adj.shape)})")
     return g

@@ -85,7 +85,7 @@ class SAGEConv(Conv):
         if self.project:
             x_src = torch.relu(ops.linear(x_src, self.lin.weight, self.lin.bias))
         n_src = x_src.shape[-2]
-        n_dst = size[1] if size is not None else (x_dst.shape[-2] if x_dst is not None else n_src)
+        n_dst = size[1] if size is not None else (x_dst.shape[-2] if x_dst is not None else None)
         g = self.graph(edge_index, n_src, n_dst)
         adj = g.adj if g.from_sparse or g.adj.values is None else g.adj.with_values(None)
         root = self.root_weight and x_dst is not None
@@ -157,9 +157,8 @@ class SAGEConv(Conv):
             agg = agg.reshape(agg.shape[0], b, -1).transpose(0, 1) if b else agg
         else:
             rows, cols = g.rows(), g.cols()
-            if not self._native() and g.edge_perm is not None:  # order-aware (LSTM): edges as given
+            if not self._native() and g.edge_perm is not None:  # PyG's module sees the edges as given
                 order = torch.argsort(g.edge_perm)
-                order = order[torch.sort(rows[order], stable=True).indices]
                 rows, cols = rows[order], cols[order]
             msg = x.index_select(-2, cols)
             if adj.values is not None:
