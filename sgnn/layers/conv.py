@@ -9,15 +9,23 @@ edge-wise messages on its kernel paths.
 """
 from __future__ import annotations
 
+import copy
+import functools
+
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 from ..errors import NotSupported, UserError
+from .custom_op import compiled_call, register
 from .graph import FLOWS, Graph, graph_of
 
 
 class Conv(nn.Module):
-    """Shared argument handling: flow, aggregation name, node dimension, lazy ``Linear``s."""
+    """Shared argument handling: flow, aggregation name, node dimension, lazy ``Linear``s; under
+    ``torch.compile``/``torch.export`` a call is one ``sgnn::conv`` custom op (``custom_op.py``)."""
+
+    _extra_name: str | None = None  # the per-edge tensor argument (edge_weight, edge_attr)
 
     def __init__(self, aggr="sum", *, aggr_kwargs: dict | None = None, flow: str = "source_to_target",
                  node_dim: int = -2, decomposed_layers: int = 1):
@@ -30,6 +38,27 @@ class Conv(nn.Module):
         self.aggr = aggr if isinstance(aggr, (list, tuple)) or aggr is None else str(aggr)
         self.aggr_kwargs = dict(aggr_kwargs or {})
         self.flow, self.node_dim, self.decomposed_layers = flow, node_dim, decomposed_layers
+        self._sgnn_handle = register(self)
+
+    def __deepcopy__(self, memo):
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        new._sgnn_handle = register(new)
+        return new
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._sgnn_handle = register(self)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _traceable(cls.forward)
+
+    def _out_shape(self, x: torch.Tensor, n_dst: int) -> tuple[int, ...]:
+        """The output shape of a call on dense ``x`` with ``n_dst`` targets (for fake tensors)."""
+        return tuple(x.shape[:-2]) + (n_dst, self.out_channels)
 
     def graph(self, edge_index, n_src: int, n_dst: int, edge_weight=None) -> Graph:
         """The cached graph of this call's adjacency, read with this conv's ``flow``."""
@@ -42,6 +71,25 @@ class Conv(nn.Module):
             raise NotSupported(f"{type(self).__name__}: node features of shape {list(x.shape)} with "
                                f"node_dim={self.node_dim}; expected nodes in the second-to-last dimension "
                                f"of a {' or '.join(f'{d}-d' for d in allowed)} tensor")
+
+
+def _traceable(forward):
+    """``forward``, but one ``sgnn::conv`` op while ``torch.compile`` or ``torch.export`` traces it."""
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        if torch.compiler.is_compiling() or _traced(args):
+            out = compiled_call(self, args, kwargs)
+            if out is not None:
+                return out
+        return forward(self, *args, **kwargs)
+    return wrapper
+
+
+def _traced(args) -> bool:
+    """True when the call's features are fake or functional tensors (``torch.export``'s tracing)."""
+    x = args[0] if args else None
+    x = x[0] if isinstance(x, (tuple, list)) and x else x
+    return isinstance(x, torch.Tensor) and type(x) is not torch.Tensor and is_fake(x)  # plain: never fake
 
 
 def make_linear(in_channels: int, out_channels: int, bias: bool) -> nn.Module:

@@ -51,6 +51,8 @@ class GATConv(Conv):
     → [N_dst, heads · out] (or [N_dst, out] without concat).
     """
 
+    _extra_name = "edge_attr"
+
     def __init__(self, in_channels, out_channels: int, heads: int = 1, concat: bool = True,
                  negative_slope: float = 0.2, dropout: float = 0.0, add_self_loops: bool = True,
                  edge_dim: int | None = None, fill_value="mean", bias: bool = True, residual: bool = False,
@@ -99,6 +101,9 @@ class GATConv(Conv):
                 nn.init.xavier_uniform_(att)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+
+    def _out_shape(self, x: torch.Tensor, n_dst: int) -> tuple[int, ...]:
+        return (n_dst, self.heads * self.out_channels if self.concat else self.out_channels)
 
     def _project(self, x, lin) -> torch.Tensor:
         return matmul_t(x, lin.weight).view(-1, self.heads, self.out_channels)

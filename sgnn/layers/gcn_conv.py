@@ -49,6 +49,8 @@ class GCNConv(Conv):
     torch.Size([4, 32])
     """
 
+    _extra_name = "edge_weight"
+
     def __init__(self, in_channels: int, out_channels: int, improved: bool = False, cached: bool = False,
                  add_self_loops: bool | None = None, normalize: bool = True, bias: bool = True,
                  act=None, **kwargs):
