@@ -4,7 +4,9 @@
 symmetric, no self loops, coalesced) plus the name to show and whether it is a stand-in.
 
 Data root: ``data.root`` (``$SGNN_DATA``), else ``<repo>/../shared/datasets`` if it exists, else
-``~/.cache/sgnn/data``. Layout: ``<root>/planetoid/<Name>/raw/ind.<name>.*`` and ``<root>/ogbn_arxiv/``.
+``~/.cache/sgnn/data``. Layout: ``<root>/planetoid/<Name>/raw/ind.<name>.*``, ``<root>/ogbn_arxiv/`` and
+``<root>/ogbn_products/`` (OGB's layout; without it, ``data.allow_stand_in=true`` builds a synthetic
+community graph of products' size, cached under ``<data.cache>/synthetic/``, see ``synthetic.py``).
 Nothing is ever written under the root: its raw files are symlinked into ``data.cache``, where PyG/OGB
 write ``processed/`` (and download to, when the root holds no copy at all).
 """
@@ -14,6 +16,7 @@ import contextlib
 import gzip
 import os
 import pickle
+import sys
 import warnings
 from dataclasses import dataclass, field
 from itertools import chain
@@ -25,11 +28,15 @@ from torch_geometric.data import Data
 from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
 
 from ..errors import UserError
+from . import synthetic as community_graphs
 
 PLANETOID_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 OGB_ARXIV_FILES = ("raw/edge.csv.gz", "raw/node-feat.csv.gz", "raw/node-label.csv.gz",
                    "raw/node_year.csv.gz", "raw/num-node-list.csv.gz", "raw/num-edge-list.csv.gz",
                    "split/time/train.csv.gz", "split/time/valid.csv.gz", "split/time/test.csv.gz")
+OGB_PRODUCTS_FILES = ("raw/edge.csv.gz", "raw/node-feat.csv.gz", "raw/node-label.csv.gz",
+                      "raw/num-node-list.csv.gz", "raw/num-edge-list.csv.gz", "split/sales_ranking/train.csv.gz",
+                      "split/sales_ranking/valid.csv.gz", "split/sales_ranking/test.csv.gz")
 SPLITS = (("train", "train"), ("val", "valid"), ("test", "test"))    # mask name, OGB split name
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,12 +76,14 @@ def load(cfg) -> Graph:
     root, cache = resolve_root(d.root), Path(str(d.cache)).expanduser()
     loaders = {"synthetic": lambda: synthetic(ds),
                "planetoid": lambda: load_planetoid(ds, root, cache, bool(d.allow_stand_in)),
-               "ogb": lambda: load_arxiv(ds, root, cache, bool(d.allow_stand_in))}
+               "ogb": lambda: load_arxiv(ds, root, cache, bool(d.allow_stand_in)),
+               "ogb_products": lambda: load_products(ds, root, cache, bool(d.allow_stand_in))}
     if ds.kind not in loaders:
         raise UserError(f"load: expected dataset.kind in {sorted(loaders)} (got {ds.kind!r})")
     g = loaders[ds.kind]()
     before = g.num_edges
-    g.data.edge_index = _clean(g.data.edge_index, g.data.num_nodes)   # DGL == PyG needs symmetry
+    if not g.info.get("clean"):                   # the products stand-in is built symmetric and coalesced
+        g.data.edge_index = _clean(g.data.edge_index, g.data.num_nodes)   # DGL == PyG needs symmetry
     if g.num_edges != before:
         g.info["edges_added_by_symmetrisation"] = g.num_edges - before
     if ds.get("normalize_features"):
@@ -315,6 +324,82 @@ def arxiv_stand_in(ds, folder: Path) -> Graph:
 def _read_ints(path: Path) -> np.ndarray:
     with gzip.open(path, "rt") as f:
         return np.loadtxt(f, dtype=np.int64, delimiter=",", ndmin=1)
+
+
+# --- OGB products ----------------------------------------------------------------------------------
+
+def load_products(ds, root: Path, cache: Path, allow_stand_in: bool) -> Graph:
+    """ogbn-products via OGB's PygNodePropPredDataset when ``<root>/ogbn_products`` is complete, else (with
+    the stand-in flag) the synthetic community graph of its size; it is never downloaded implicitly."""
+    folder = root / "ogbn_products"
+    missing = products_missing(root)
+    if not missing:
+        _mirror_tree(folder, cache / "ogbn_products")
+        return _ogb_products(ds, cache)
+    if not allow_stand_in:
+        raise DataMissing(f"{ds.name}: missing {', '.join(missing)} in {folder} (OGB's ogbn-products layout; "
+                          f"not downloaded implicitly: 1.4 GB); add the files or set data.allow_stand_in=true "
+                          f"for a labelled stand-in (synthetic graph, features and labels)")
+    return products_stand_in_graph(ds, products_stand_in(ds, root, cache))
+
+
+def products_missing(root: Path) -> list[str]:
+    """The OGB files of ogbn-products missing under ``root`` (all of them when the folder is absent)."""
+    folder = root / "ogbn_products"
+    return [f for f in OGB_PRODUCTS_FILES if not (folder / f).exists()]
+
+
+def _ogb_products(ds, base: Path) -> Graph:
+    folder = base / "ogbn_products"
+    (folder / "processed").mkdir(parents=True, exist_ok=True)
+    (folder / "RELEASE_v1.txt").touch()            # else OGB asks input() about a new release
+    with _quiet(), _env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"):
+        from ogb.nodeproppred import PygNodePropPredDataset
+        dataset = PygNodePropPredDataset(name="ogbn-products", root=str(base))
+        data, split = dataset[0], dataset.get_idx_split()
+    n = data.num_nodes
+    masks = {f"{k}_mask": _mask(split[s], n) for k, s in SPLITS}
+    out = Data(x=data.x, edge_index=data.edge_index, y=data.y.view(-1), **masks)
+    return Graph(out, ds.name, ds.name, note="ogbn-products (sales-ranking split)")
+
+
+def products_stand_in(ds, root: Path, cache: Path) -> community_graphs.CommunityGraph:
+    """The stand-in's CSR and node data (memory-mapped from the cache; built once, ~20 s), announced on
+    stderr: the real files are missing."""
+    si = ds.stand_in
+    params = community_graphs.Params(
+        num_nodes=int(si.nodes), num_edges=int(si.edges), num_communities=int(si.communities),
+        num_classes=int(si.classes), num_features=int(si.features), degree_exponent=float(si.degree_exponent),
+        community_exponent=float(si.community_exponent), intra=float(si.intra),
+        label_noise=float(si.label_noise), signal=float(si.signal), split=tuple(float(v) for v in si.split),
+        seed=int(ds.seed))
+    missing = products_missing(root)
+    print(f"\n*** {ds.name}: ogbn-products is not under {root / 'ogbn_products'} (missing {len(missing)} of "
+          f"{len(OGB_PRODUCTS_FILES)} OGB files, e.g. {missing[0]}).\n*** Using a SYNTHETIC STAND-IN of its "
+          f"size ({params.num_nodes} nodes, {params.num_edges} undirected edges, {params.num_communities} "
+          f"communities); accuracy is NOT comparable to ogbn-products.\n", file=sys.stderr, flush=True)
+    return community_graphs.load(params, cache / "synthetic")
+
+
+def products_stand_in_label(ds) -> str:
+    return f"{ds.name} (stand-in: synthetic graph, features and labels)"
+
+
+def products_stand_in_graph(ds, cg: community_graphs.CommunityGraph) -> Graph:
+    """The stand-in as a harness ``Graph`` (edge_index int64 [2, 2E], from the cached CSR)."""
+    p, n = cg.params, cg.num_nodes
+    rows = torch.repeat_interleave(torch.arange(n), torch.from_numpy(np.asarray(cg.degree())))
+    ei = torch.stack([rows, torch.from_numpy(cg.col.astype(np.int64))])
+    split = torch.from_numpy(np.array(cg.split))
+    data = Data(x=torch.from_numpy(np.array(cg.x)), edge_index=ei, y=torch.from_numpy(cg.y.astype(np.int64)),
+                train_mask=split == 0, val_mask=split == 1, test_mask=split == 2)
+    note = (f"synthetic degree-corrected block model with ogbn-products' sizes: {n} nodes, {p.num_edges} "
+            f"undirected edges ({ei.size(1)} stored), {p.num_communities} communities ({cg.info['intra_fraction']:.0%} "
+            f"of edges inside one), power-law degrees (max {cg.info['max_degree']}); features and "
+            f"labels follow the communities; accuracy not comparable to ogbn-products")
+    return Graph(data, ds.name, products_stand_in_label(ds), stand_in=True, accuracy_comparable=False,
+                 note=note, info={"clean": True, "synthetic": True, "cache": cg.info.get("cache"),
+                                  "communities": p.num_communities, "generator_key": p.key()})
 
 
 # --- helpers -------------------------------------------------------------------------------------

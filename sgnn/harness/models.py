@@ -98,6 +98,7 @@ def gat_layer(x, p, g):
     e_max = e.new_zeros(n, heads).scatter_reduce_(0, idx, e, "amax", include_self=False)
     w = (e - e_max.index_select(0, dst)).exp()
     w = w / (w.new_zeros(n, heads).index_add_(0, dst, w) + 1e-16).index_select(0, dst)
+    w = F.dropout(w, p.get("dropout", 0.0), p.get("training", False))
     out = h.new_zeros(n, heads, ch).index_add_(0, dst, h.index_select(0, src) * w.unsqueeze(-1))
     out = out.reshape(n, heads * ch) if p["concat"] else out.mean(dim=1)
     return out + p["bias"]
@@ -126,8 +127,10 @@ class TorchNet(nn.Module):
 
     def __init__(self, net: PygNet, edge_index: torch.Tensor, n: int):
         super().__init__()
-        self.kind, self.act = net.kind, net.act
+        self.kind, self.act, self.dropout = net.kind, net.act, net.dropout
         self.params = [_torch_params(net.kind, c) for c in net.convs]
+        for p in self.params:
+            p["dropout"] = net.dropout if net.kind == "gat" else 0.0
         if net.kind == "gat":
             src, dst = gat_edges(edge_index, n)
             self.graph = {"src": src, "dst": dst}
@@ -137,7 +140,8 @@ class TorchNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layer = self.LAYERS[self.kind]
         for i, p in enumerate(self.params):
-            x = layer(x, p, self.graph)
+            x = F.dropout(x, self.dropout, self.training)
+            x = layer(x, dict(p, training=self.training), self.graph)
             if i < len(self.params) - 1:
                 x = ACTS[self.act](x)
         return x
@@ -157,7 +161,8 @@ def _dgl_conv(kind: str, conv):
         d.fc_neigh.weight.data, d.fc_self.weight.data = c(conv.lin_l.weight), c(conv.lin_r.weight)
         d.fc_self.bias.data = c(conv.lin_l.bias)
     else:
-        d = dglnn.GATConv(conv.in_channels, conv.out_channels, conv.heads, negative_slope=conv.negative_slope)
+        d = dglnn.GATConv(conv.in_channels, conv.out_channels, conv.heads, negative_slope=conv.negative_slope,
+                          attn_drop=conv.dropout)
         d.fc.weight.data, d.attn_l.data, d.attn_r.data = c(conv.lin.weight), c(conv.att_src), c(conv.att_dst)
         d.bias.data = c(conv.bias) if conv.concat else c(conv.bias).repeat(conv.heads)  # mean of (h_k + b)
     return d
@@ -169,7 +174,7 @@ class DglNet(nn.Module):
     def __init__(self, net: PygNet, edge_index: torch.Tensor, n: int):
         super().__init__()
         import dgl
-        self.kind, self.act = net.kind, net.act
+        self.kind, self.act, self.dropout = net.kind, net.act, net.dropout
         self.concat = [getattr(c, "concat", True) for c in net.convs]
         self.convs = nn.ModuleList(_dgl_conv(net.kind, c) for c in net.convs).eval()
         g = dgl.graph((edge_index[0], edge_index[1]), num_nodes=n)
@@ -177,6 +182,7 @@ class DglNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, conv in enumerate(self.convs):
+            x = F.dropout(x, self.dropout, self.training)
             x = conv(self.graph, x)
             if self.kind == "gat":
                 x = x.flatten(1) if self.concat[i] else x.mean(dim=1)
@@ -188,7 +194,7 @@ class DglNet(nn.Module):
 # --- the four frameworks ------------------------------------------------------------------------
 
 class FrameworkUnavailable(RuntimeError):
-    """A framework cannot run here (e.g. sgnn.layers not built yet); only its row reports the error."""
+    """A framework cannot run here; only its row reports the error."""
 
 
 def pyg_forward(net: PygNet, data, pyg_cached: bool = False, **_) -> Callable[[], torch.Tensor]:
@@ -216,7 +222,7 @@ def sgnn_forward(net: PygNet, data, **_) -> Callable[[], torch.Tensor]:
         from sgnn.layers.activation import resolve as resolve_act
     except ImportError as e:
         raise FrameworkUnavailable(f"sgnn: cannot import sgnn.layers.from_pyg ({type(e).__name__}: {e}); "
-                                   f"the sgnn layers are not built yet, the other frameworks ran") from e
+                                   f"the other frameworks ran") from e
     twin = from_pyg(net).eval()
     for conv in twin.convs[:-1]:        # conv -> act -> conv: the activation runs in the conv's last pass
         conv.act = resolve_act(twin.act)
@@ -225,3 +231,42 @@ def sgnn_forward(net: PygNet, data, **_) -> Callable[[], torch.Tensor]:
 
 
 FRAMEWORKS = {"pytorch": pytorch_forward, "pyg": pyg_forward, "dgl": dgl_forward, "sgnn": sgnn_forward}
+
+
+# --- training twins: (forward in train mode, trainable parameters) --------------------------------
+
+def _leaves(params: list[dict]) -> list[torch.Tensor]:
+    out = []
+    for p in params:
+        for k, v in p.items():
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                p[k] = v.detach().clone().requires_grad_(True)
+                out.append(p[k])
+    return out
+
+
+def pyg_trainer(net: PygNet, data, pyg_cached: bool = False, **_):
+    twin = copy.deepcopy(net).train()
+    for conv in twin.convs:
+        if hasattr(conv, "cached"):
+            conv.cached = pyg_cached
+    return (lambda: twin(data.x, data.edge_index)), list(twin.parameters())
+
+
+def pytorch_trainer(net: PygNet, data, **_):
+    twin = TorchNet(net, data.edge_index, data.num_nodes).train()
+    return (lambda: twin(data.x)), _leaves(twin.params)
+
+
+def dgl_trainer(net: PygNet, data, **_):
+    twin = DglNet(net, data.edge_index, data.num_nodes).train()
+    return (lambda: twin(data.x)), list(twin.parameters())
+
+
+def sgnn_trainer(net: PygNet, data, **_):
+    from sgnn.layers import from_pyg
+    twin = from_pyg(net).train()
+    return (lambda: twin(data.x, data.edge_index)), list(twin.parameters())
+
+
+TRAINERS = {"pytorch": pytorch_trainer, "pyg": pyg_trainer, "dgl": dgl_trainer, "sgnn": sgnn_trainer}

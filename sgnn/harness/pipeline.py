@@ -10,9 +10,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import data as datasets
-from .models import FRAMEWORKS
+from .models import FRAMEWORKS, TRAINERS
 from .report import bar_chart, console, print_table, progress, stdout, versions, write_csv, write_json
-from .timing import bench, threads
+from .timing import bench, bench_training, threads
 from .train import accuracy, load_or_train
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -97,6 +97,7 @@ def _run_one(fw: str, net, graph, ref, cfg, base: dict, show: bool) -> dict:
         msg = f"{type(e).__name__}: {e} (at {_where(e)})"
         console.print(f"[red]{fw}: {msg}[/]")
         return {**row, "status": "error", "error": msg}
+    training = _train_timing(fw, net, graph.data, cfg, show)
     agreement = check(ref, out, cfg.check)
     warns = [f"disagrees with pyg: {agreement.pop('warning')}"] if not agreement["agrees"] else []
     if timing.std_ms > 0.5 * timing.median_ms:
@@ -105,8 +106,24 @@ def _run_one(fw: str, net, graph, ref, cfg, base: dict, show: bool) -> dict:
     for w in warns:
         console.print(f"[yellow]warning: {fw} {w}[/]")
     d = graph.data
-    return {**row, **timing.asdict(), **agreement, "status": "ok", "warning": "; ".join(warns),
+    return {**row, **timing.asdict(), **agreement, **training, "status": "ok", "warning": "; ".join(warns),
             "test_accuracy": accuracy(out, d.y, d.test_mask)}
+
+
+def _train_timing(fw: str, net, data, cfg, show: bool) -> dict:
+    """Median ms per training epoch (forward, loss, backward, Adam step) when ``bench.train``."""
+    if not cfg.bench.get("train", False):
+        return {}
+    try:
+        forward, params = TRAINERS[fw](net, data, pyg_cached=bool(cfg.bench.pyg_cached))
+        with progress(f"training {fw:6s}", int(cfg.bench.train_epochs), show) as advance:
+            t = bench_training(forward, params, data, cfg.model, int(cfg.bench.train_warmup),
+                               int(cfg.bench.train_epochs), advance)
+    except Exception as e:  # training a twin failing must not hide its inference numbers
+        msg = f"{type(e).__name__}: {e} (at {_where(e)})"
+        console.print(f"[red]{fw} training: {msg}[/]")
+        return {"train_error": msg}
+    return {"train_median_ms": t.median_ms, "train_std_ms": t.std_ms, "train_epochs_timed": t.repetitions}
 
 
 def _where(e: BaseException) -> str:
@@ -124,7 +141,8 @@ def _base_row(cfg, graph, tinfo: dict, vs: dict) -> dict:
             "test_accuracy": None, "median_ms": None, "mean_ms": None, "std_ms": None, "min_ms": None,
             "repetitions": int(cfg.bench.repetitions), "warmup": int(cfg.bench.warmup),
             "threads": int(cfg.threads), "speedup_vs_pytorch": None, "argmax_agreement": None,
-            "max_abs_diff": None, "agrees": None, "warning": "", "nodes": d.num_nodes,
+            "max_abs_diff": None, "agrees": None, "warning": "", "train_median_ms": None, "train_std_ms": None,
+            "train_framework": str(cfg.train.get("framework", "pyg")), "nodes": d.num_nodes,
             "edges": graph.num_edges, "features": d.num_features, "classes": int(d.y.max()) + 1,
             "hidden": m.hidden, "layers": m.layers, "epochs": m.epochs, "weights": tinfo["weights"],
             "weights_key": tinfo["weights_key"], "val_accuracy": tinfo["val_accuracy"],

@@ -18,6 +18,7 @@ from rich.table import Table
 COLUMNS = ("framework", "version", "dataset", "dataset_name", "model", "stand_in", "accuracy_comparable",
            "status", "error", "test_accuracy", "median_ms", "mean_ms", "std_ms", "min_ms", "repetitions",
            "warmup", "threads", "speedup_vs_pytorch", "argmax_agreement", "max_abs_diff", "agrees", "warning",
+           "train_median_ms", "train_std_ms", "train_framework",
            "nodes", "edges", "features", "classes", "hidden", "layers", "epochs", "weights", "weights_key",
            "note", "versions")
 COLORS = {"pytorch": "#7f7f7f", "pyg": "#ff7f0e", "dgl": "#1f77b4", "sgnn": "#2ca02c"}
@@ -65,8 +66,10 @@ def print_table(rows: list[dict], title: str, multi: bool | None = None) -> None
     and model columns when ``multi``, by default when the rows hold several)."""
     multi = len({(r["dataset"], r["model"]) for r in rows}) > 1 if multi is None else multi
     t = Table(title=title, title_justify="left")
+    train = any(r.get("train_median_ms") is not None for r in rows)
     for c in (["dataset", "model"] if multi else []) + ["framework", "version", "test acc", "median ms",
-                                                        "mean ± std ms", "vs pytorch", "agrees"]:
+                                                        "mean ± std ms", "vs pytorch", "agrees"] \
+            + (["train ms/epoch"] if train else []):
         t.add_column(c, justify="left" if c in ("dataset", "model", "framework", "version") else "right",
                      no_wrap=c != "dataset")
     for r in rows:
@@ -75,8 +78,10 @@ def print_table(rows: list[dict], title: str, multi: bool | None = None) -> None
         agrees = {True: "yes", False: f"[yellow]NO ({_fmt(r['argmax_agreement'], '.2%')})[/]", None: "-"}
         cells = [r["framework"], r["version"], acc, _fmt(r["median_ms"], ".2f"), spread,
                  _fmt(r["speedup_vs_pytorch"], ".2f", "x"), agrees[r["agrees"]]]
+        if train:
+            cells.append("[red]error[/]" if r.get("train_error") else _fmt(r.get("train_median_ms"), ".2f"))
         if r["status"] != "ok":
-            cells[2:] = ["[red]error (below)[/]", "", "", "", ""]
+            cells[2:] = ["[red]error (below)[/]"] + [""] * (len(cells) - 3)
         t.add_row(*([r["dataset"], r["model"]] if multi else []), *cells)
     stdout.print(t)
     if any(not r["accuracy_comparable"] for r in rows):

@@ -84,3 +84,33 @@ def bench(fn: Callable[[], torch.Tensor], warmup: int, repetitions: int,
     std = statistics.stdev(times) if len(times) > 1 else 0.0
     stats = statistics.median(times), statistics.fmean(times), std, min(times)
     return Timing(*stats, repetitions, max(warmup, 1)), out
+
+
+def bench_training(forward: Callable[[], torch.Tensor], params: list, data, m, warmup: int, epochs: int,
+                   advance: Callable[[], None] = lambda: None) -> Timing:
+    """Time full-batch training epochs (zero_grad, forward, loss on the train mask, backward, Adam step)."""
+    if epochs < 1:
+        raise ValueError(f"bench_training: expected epochs >= 1 (got {epochs})")
+    opt = torch.optim.Adam(params, lr=float(m.lr), weight_decay=float(m.weight_decay))
+    mask, y = data.train_mask, data.y[data.train_mask]
+
+    def epoch():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(forward()[mask], y)
+        loss.backward()
+        opt.step()
+    for _ in range(max(warmup, 1)):
+        epoch()
+    times = []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            epoch()
+            times.append((time.perf_counter() - t0) * 1e3)
+            advance()
+    finally:
+        gc.enable()
+    std = statistics.stdev(times) if len(times) > 1 else 0.0
+    return Timing(statistics.median(times), statistics.fmean(times), std, min(times), epochs, max(warmup, 1))

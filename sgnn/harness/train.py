@@ -35,6 +35,7 @@ def weights_key(cfg, data) -> str:
     import torch_geometric
     spec = {"v": CACHE_VERSION, "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
             "model": OmegaConf.to_container(cfg.model, resolve=True), "seed": int(cfg.seed),
+            "trainer": str(cfg.train.get("framework", "pyg")),
             "data": fingerprint(data), "torch": torch.__version__, "pyg": torch_geometric.__version__}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -43,7 +44,7 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> float
     return float((logits[mask].argmax(-1) == y[mask]).float().mean())
 
 
-def train(net: PygNet, data, m, show: bool = True) -> dict:
+def train(net, data, m, show: bool = True) -> dict:
     """Adam on the train mask for ``m.epochs`` epochs; keeps the weights with the best val accuracy."""
     opt = torch.optim.Adam(net.parameters(), lr=m.lr, weight_decay=m.weight_decay)
     best, best_state, best_epoch = -1.0, None, 0
@@ -71,13 +72,23 @@ def load_or_train(cfg, data, num_classes: int, show: bool = True) -> tuple[PygNe
     (and stored). The info dict says ``weights: hit|trained`` and where the file is."""
     torch.manual_seed(int(cfg.seed))
     net = build_pyg(cfg.model, data.num_features, num_classes)
+    trainer = str(cfg.train.get("framework", "pyg"))
+    if trainer not in ("pyg", "sgnn"):
+        raise ValueError(f"train.framework: expected pyg or sgnn (got {trainer!r})")
     key = weights_key(cfg, data)
     path = Path(str(cfg.train.cache_dir)).expanduser() / f"{cfg.dataset.name}-{cfg.model.name}-{key}.pt"
     if cfg.train.use_cache and path.exists():
         saved = torch.load(path, weights_only=True)
         net.load_state_dict(saved["state_dict"])
         return net.eval(), {**saved["info"], "weights": "hit", "weights_key": key, "weights_path": str(path)}
-    info = train(net, data, cfg.model, show)
+    if trainer == "sgnn":  # train sgnn's twin (same parameters names), then hand its weights back
+        from sgnn.layers import from_pyg
+        twin = from_pyg(net)
+        info = train(twin, data, cfg.model, show)
+        net.load_state_dict(twin.state_dict())
+    else:
+        info = train(net, data, cfg.model, show)
+    info["trainer"] = trainer
     if cfg.train.use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
