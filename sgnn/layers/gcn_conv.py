@@ -88,28 +88,28 @@ class GCNConv(Conv):
         return self._cached_graph
 
     def _norm(self, g: Graph):
-        """(graph without loops, d = deg^-1/2 of the targets, d of every source column, e = loop
-        weight · d², message count) in float64.
+        """(d = deg^-1/2 of the targets, d of every source column, e, message count) in float64.
 
-        PyG's loop weight: for an ``edge_index``, an existing loop's weight (with edge weights) or
-        1; else 2 if ``improved`` (and edge weights are given); for a sparse ``adj_t``, the stored
+        The kernel sums every stored entry, stored self loops included; ``e_i Z_i`` then adds the
+        loop PyG's rule gives and takes away the stored ones (no loop-free copy of the graph).
+        The loop weight: for an ``edge_index``, an existing loop's weight (with edge weights) or 1,
+        else 2 if ``improved`` (and edge weights are given); for a sparse ``adj_t``, the stored
         diagonal plus 1 (2 if ``improved``)."""
         def make():
+            deg, cnt = g.in_degree(), g.in_degree(weighted=False)
             if not self.add_self_loops:
-                deg = g.in_degree()
                 d = _inv_sqrt(deg)
-                return g, d, g.sources(d), torch.zeros_like(deg), g.in_degree(weighted=False)
-            base, has, last, total = g.split_self_loops()
+                return d, g.sources(d), None, cnt
+            has, last, stored, nloops = g.loop_weights()
             fill = 2.0 if self.improved else 1.0
             if g.from_sparse:
-                loop = total + fill
+                loop = stored + fill
             elif g.adj.values is None:
-                loop = torch.ones_like(total)
+                loop = torch.ones_like(stored)
             else:
-                loop = torch.where(has, last, torch.full_like(total, fill))
-            deg = base.in_degree() + loop
-            dinv = _inv_sqrt(deg)
-            return base, dinv, g.sources(dinv), loop * dinv * dinv, base.in_degree(weighted=False) + 1
+                loop = torch.where(has, last, torch.full_like(stored, fill))
+            d = _inv_sqrt(deg - stored + loop)
+            return d, g.sources(d), (loop - stored) * d * d, cnt - nloops + 1
         return g.derived(("gcn", self.improved, self.add_self_loops), make)
 
     def _graph(self, x, edge_index, edge_weight) -> Graph:
@@ -128,11 +128,11 @@ class GCNConv(Conv):
         materialize(self.lin, x, nn.init.xavier_uniform_)
         refuse_grad("edge_weight", edge_weight)
         g = self._graph(x, edge_index, edge_weight)
-        base, d, d_src, e, cnt = self._norm(g)
+        d, d_src, e, cnt = self._norm(g)
         if records(x, self.lin.weight, self.bias) or x.dim() == 3:
             if g.distributed:
                 raise NotSupported("GCNConv: training on a partitioned graph is not supported yet")
-            return self._autograd(x, base, d, e, cnt)
+            return self._autograd(x, g, d, e, cnt)
         if self.aggr in ("max", "min"):
             z = g.sources(matmul_t(x, self.lin.weight))
             out = kernels.run(kernels.extreme(self.aggr, True, self.bias is not None),
@@ -140,14 +140,14 @@ class GCNConv(Conv):
                               Z=z, **({} if self.bias is None else {"b": self.bias.detach()}))
             return out if self.act is None else self.act.inplace(out)
         _, r, loop = self._scales(d, e, cnt, self.lin.weight.dtype)
-        return self._sum(x, base, d_src.to(self.lin.weight.dtype) if self.normalize else None, r, loop)
+        return self._sum(x, g, d_src.to(self.lin.weight.dtype) if self.normalize else None, r, loop)
 
     def _scales(self, d, e, cnt, dtype):
         """(inner d_j or None, left r_i or None, loop e_i or None) as kernel operands of ``dtype``."""
         mean = self.aggr == "mean"
         inv = 1.0 / cnt.clamp(min=1) if mean else None
         left = d if not mean else (d * inv if self.normalize else inv)
-        loop = (e * inv if mean else e) if self.add_self_loops else None
+        loop = (e * inv if mean else e) if e is not None else None
         cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
         return (cast(d) if self.normalize else None), (cast(left) if self.normalize or mean else None), cast(loop)
 
@@ -173,7 +173,7 @@ class GCNConv(Conv):
         stmt = kernels.gcn(d is not None, e is not None, has_bias, self.act, r is not None)
         return kernels.run(stmt, key + (has_bias, self.act), **tensors)
 
-    def _autograd(self, x, base: Graph, d, e, cnt) -> torch.Tensor:
+    def _autograd(self, x, g: Graph, d, e, cnt) -> torch.Tensor:
         """Differentiable formulation: sum/mean through ``ops.spmm`` (sgnn kernels both ways),
         max/min as edge messages with torch's scatter (PyG's gradients)."""
         z = ops.linear(x, self.lin.weight)
@@ -181,12 +181,12 @@ class GCNConv(Conv):
         zf = z.transpose(0, 1).reshape(z.shape[1], -1) if static else z
         dt = zf.dtype
         if self.aggr in ("max", "min"):
-            rows, cols, vals = self._coords(base, d, d, e)
+            rows, cols, vals = self._coords(g, d, d)
             out = ops.scatter(zf[cols] * vals.to(dt).view(-1, 1), rows, zf.shape[0], self.aggr)
         else:
             inner, left, loop = self._scales(d, e, cnt, dt)
             src = zf * inner.view(-1, 1) if inner is not None else zf
-            out = ops.spmm(_values_as(base, dt), src)
+            out = ops.spmm(_values_as(g, dt), src)
             if left is not None:
                 out = out * left.view(-1, 1)
             if loop is not None:
@@ -197,26 +197,29 @@ class GCNConv(Conv):
             out = out + self.bias
         return out if self.act is None else self.act(out)
 
-    def _coords(self, base: Graph, d, d_src, loop_e):
-        """(target, source, weight) of every normalised message, added self loops included."""
+    def _coords(self, g: Graph, d, d_src):
+        """(target, source, weight) of every normalised message, PyG's self loops included (max/min)."""
         def make():
+            base = g.without_self_loops() if self.add_self_loops else g
             rows, cols = base.rows(), base.cols()
             w = torch.ones(rows.numel(), dtype=torch.float64) if base.adj.values is None \
                 else base.adj.values.to(torch.float64)
             vals = d[rows] * w * d_src[cols] if self.normalize else w
             if self.add_self_loops:
+                _, last, stored, _ = g.loop_weights()
+                loop_e = self._norm(g)[2] + stored * d * d  # the loop's own weight, stored ones taken back
                 loops = torch.arange(base.num_dst)
                 rows, cols, vals = torch.cat([rows, loops]), torch.cat([cols, loops]), torch.cat([vals, loop_e])
             return rows, cols, vals
-        return base.derived(("gcn-coords", self.improved, self.add_self_loops, self.normalize), make)
+        return g.derived(("gcn-coords", self.improved, self.add_self_loops, self.normalize), make)
 
     def _explicit(self, g: Graph, dtype) -> SparseTensor:
         """The normalised adjacency with its self loops as stored values (for max/min kernels)."""
         def make():
-            rows, cols, vals = self._coords(base, d, d_src, e)
+            d, d_src, _, _ = self._norm(g)
+            rows, cols, vals = self._coords(g, d, d_src)
             return SparseTensor.from_coo(rows, cols, vals.to(dtype), tuple(g.adj.shape), sum_duplicates=False)
-        base, d, d_src, e, _ = self._norm(g)
-        return g.derived(("gcn-explicit", self.improved, self.add_self_loops, dtype), make)
+        return g.derived(("gcn-explicit", self.improved, self.add_self_loops, self.normalize, dtype), make)
 
     def __repr__(self) -> str:
         act = "" if self.act is None else f", act={self.act}"

@@ -13,6 +13,7 @@ the ``Graph`` itself.
 from __future__ import annotations
 
 import threading
+import weakref
 
 import torch
 
@@ -24,17 +25,29 @@ from ._common import TensorCache
 _cache = TensorCache()
 
 
-class Graph:
-    """``A[target, source]`` in CSR (duplicates kept, as message passing sees them) plus a cache."""
+SMALL = 1 << 22  # graphs up to this many stored edges keep their E-sized int64 index arrays cached
+CHUNK = 1 << 22  # entries scanned per step where an E-sized temporary would be too big
 
-    def __init__(self, adj: SparseTensor, edge_perm: torch.Tensor | None = None, *,
-                 from_sparse: bool = False, sources=None):
+
+class Graph:
+    """``A[target, source]`` in CSR (duplicates kept, as message passing sees them) plus a cache.
+
+    ``edge_perm`` (CSR position -> original edge id) exists for ``edge_index`` inputs; it may be
+    given as a callable, computed on first use (only edge features and attention weights need
+    it), so a large graph does not hold an E-sized int64 array it never reads."""
+
+    def __init__(self, adj: SparseTensor, edge_perm=None, *, from_sparse: bool = False, sources=None):
         self.adj = adj
         self._sources = sources  # t_local -> t over all source columns (a distributed graph's halo exchange)
-        self.edge_perm = edge_perm  # CSR position -> original edge id (edge_index inputs only)
+        self._perm = edge_perm
         self.from_sparse = from_sparse  # built from a sparse adjacency (PyG's rules differ by input type)
         self._derived: dict = {}
         self._lock = threading.RLock()
+
+    @property
+    def edge_perm(self) -> torch.Tensor | None:
+        p = self._perm
+        return self.derived("perm", p) if callable(p) else p
 
     @property
     def distributed(self) -> bool:
@@ -53,6 +66,10 @@ class Graph:
     def num_src(self) -> int:
         return self.adj.shape[1]
 
+    @property
+    def nnz(self) -> int:
+        return self.adj.nnz
+
     def derived(self, key, make):
         """``make()`` computed once per key (under a lock: layers may share a graph across threads)."""
         hit = self._derived.get(key)
@@ -64,88 +81,104 @@ class Graph:
         return hit
 
     def rows(self) -> torch.Tensor:
-        """Target node of every stored edge, in CSR order."""
-        return self.derived("rows", lambda: self.adj.coordinates()[0].long())
+        """Target node of every stored edge, in CSR order (int64; cached for small graphs only)."""
+        make = lambda: self.adj.coordinates()[0].long()  # noqa: E731
+        return self.derived("rows", make) if self.nnz <= SMALL else make()
 
     def cols(self) -> torch.Tensor:
         return self.adj.crd[1].long()
 
+    def counts(self) -> torch.Tensor:
+        """Stored edges per target (int64)."""
+        return self.derived("counts", lambda: torch.diff(self.adj.pos[1].long()))
+
     def in_degree(self, weighted: bool = True) -> torch.Tensor:
         """Sum of incoming edge weights (edge count for a pattern-only graph), float64."""
         def make():
-            pos = self.adj.pos[1].long()
             if self.adj.values is None or not weighted:
-                return (pos[1:] - pos[:-1]).to(torch.float64)
-            out = torch.zeros(self.num_dst, dtype=torch.float64)
-            return out.index_add_(0, self.rows(), self.adj.values.to(torch.float64))
+                return self.counts().to(torch.float64)
+            return torch.segment_reduce(self.adj.values, "sum", lengths=self.counts()).to(torch.float64)
         return self.derived(("deg", weighted), make)
 
-    def split_self_loops(self) -> tuple["Graph", torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(graph without self loops, per-node "had a loop", weight of its last stored loop (by
-        original edge order), sum of its stored loops' weights); pattern-only loops weigh 1."""
+    def loops(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CSR positions, target nodes) of the stored self loops, found chunk by chunk (no E-sized
+        temporary)."""
         def make():
-            r, c = self.rows(), self.cols()
-            loop = r == c
-            has = torch.zeros(self.num_dst, dtype=torch.bool)
-            has[r[loop]] = True
-            last = torch.zeros(self.num_dst, dtype=torch.float64)
-            total = torch.zeros(self.num_dst, dtype=torch.float64)
-            if not bool(loop.any()):
-                return self, has, last, total
-            w = torch.ones(int(loop.sum()), dtype=torch.float64) if self.adj.values is None \
-                else self.adj.values[loop].to(torch.float64)
-            total.index_add_(0, r[loop], w)
-            ids = self.edge_perm if self.edge_perm is not None else torch.arange(r.numel())
-            order = torch.argsort(ids[loop])  # the last loop edge (by original order) wins, as in PyG
-            last[r[loop][order]] = w[order]
-            keep = ~loop
-            vals = None if self.adj.values is None else self.adj.values[keep]
-            m = SparseTensor.from_coo(r[keep], c[keep], _ids(keep), tuple(self.adj.shape), sum_duplicates=False)
-            sel = m.values.long()  # position among kept edges
-            kept_perm = None if self.edge_perm is None else self.edge_perm[keep][sel]
-            base = Graph(m.with_values(None if vals is None else vals[sel]), kept_perm,
-                         from_sparse=self.from_sparse, sources=self._sources)
-            return base, has, last, total
-        return self.derived("split_loops", make)
+            pos, crd = self.adj.pos[1].long(), self.adj.crd[1]
+            n = min(self.num_dst, self.num_src)
+            step = max(1, n * CHUNK // max(self.nnz, 1))
+            found, nodes = [], []
+            for r0 in range(0, n, step):
+                r1 = min(n, r0 + step)
+                p0, p1 = int(pos[r0]), int(pos[r1])
+                rows = torch.repeat_interleave(torch.arange(r0, r1), torch.diff(pos[r0:r1 + 1]))
+                hit = torch.nonzero(crd[p0:p1] == rows).view(-1)
+                found.append(hit + p0)
+                nodes.append(rows[hit])
+            if not found:
+                return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+            return torch.cat(found), torch.cat(nodes)
+        return self.derived("loops", make)
+
+    def loop_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per target: (has a stored loop, weight of its last loop by original edge order, sum of its
+        loops' weights, number of loops), float64 weights; pattern-only loops weigh 1."""
+        def make():
+            at, node = self.loops()
+            n = self.num_dst
+            w = torch.ones(at.numel(), dtype=torch.float64) if self.adj.values is None \
+                else self.adj.values[at].to(torch.float64)
+            total = torch.zeros(n, dtype=torch.float64).index_add_(0, node, w)
+            count = torch.zeros(n, dtype=torch.float64).index_add_(0, node, torch.ones_like(w))
+            last = torch.zeros(n, dtype=torch.float64)
+            if at.numel():  # the last loop edge (by original order) wins, as in PyG
+                order = torch.argsort(self.edge_perm[at]) if self._perm is not None and \
+                    bool((count > 1).any()) else torch.arange(at.numel())
+                last[node[order]] = w[order]
+            return count > 0, last, total, count
+        return self.derived("loop_weights", make)
+
+    def without_self_loops(self) -> "Graph":
+        """The stored self loops removed (a copy; values and edge order kept)."""
+        def make():
+            at, _ = self.loops()
+            if not at.numel():
+                return self
+            keep = torch.ones(self.nnz, dtype=torch.bool)
+            keep[at] = False
+            pos = torch.zeros(self.num_dst + 1, dtype=torch.long)
+            pos[1:] = torch.cumsum(self.counts() - torch.bincount(self.loops()[1], minlength=self.num_dst), 0)
+            adj = self.adj
+            vals = None if adj.values is None else adj.values[keep]
+            m = SparseTensor(adj.shape, adj.format, [None, pos.to(adj.index_dtype)], [None, adj.crd[1][keep]],
+                             vals, check=False)
+            perm = None if self._perm is None else (lambda: self.edge_perm[keep])
+            return Graph(m, perm, from_sparse=self.from_sparse, sources=self._sources)
+        return self.derived("no_loops", make)
 
     def with_self_loops(self) -> "Graph":
-        """Self loops removed, then one added per node of the square part (PyG GATConv's rule)."""
-        def make():
-            r, c = self.rows(), self.cols()
-            keep = r != c
+        """Pattern only: self loops removed, then one added per node of the square part (PyG
+        GATConv's rule). Its edge order (``edge_perm``: -1 - node for an added loop) is computed on
+        first use."""
+        def coords():
+            base = self.without_self_loops()
             n = min(self.num_dst, self.num_src)
-            loops = torch.arange(n, dtype=torch.int64)
-            ids = torch.arange(r.numel(), dtype=torch.int64)
-            ids = self.edge_perm[ids] if self.edge_perm is not None else ids
-            # edge ids of kept edges; self loops get id -1 - node so fill values can be placed later
-            rr = torch.cat([r[keep], loops])
-            cc = torch.cat([c[keep], loops])
-            eid = torch.cat([ids[keep], -1 - loops]).to(torch.float64)
-            m = SparseTensor.from_coo(rr, cc, eid, tuple(self.adj.shape), sum_duplicates=False)
-            perm = m.values.long()
-            return Graph(m.with_values(None) if self.adj.values is None else
-                         m.with_values(_loop_values(self.adj, perm, self.edge_perm)), perm,
-                         from_sparse=self.from_sparse, sources=self._sources)
+            loops = torch.arange(n, dtype=base.adj.index_dtype)
+            rr = torch.cat([base.adj.coordinates()[0], loops])
+            cc = torch.cat([base.adj.crd[1], loops])
+            return base, rr, cc, n
+
+        def perm():
+            base, rr, cc, n = coords()
+            old = base.edge_perm if base._perm is not None else torch.arange(base.nnz)
+            eid = torch.cat([old, -1 - torch.arange(n)]).to(torch.float64)
+            return SparseTensor.from_coo(rr, cc, eid, tuple(self.adj.shape), sum_duplicates=False).values.long()
+
+        def make():
+            _, rr, cc, _ = coords()
+            m = SparseTensor.from_coo(rr, cc, None, tuple(self.adj.shape), sum_duplicates=False)
+            return Graph(m, perm, from_sparse=self.from_sparse, sources=self._sources)
         return self.derived("self_loops", make)
-
-
-def _ids(mask: torch.Tensor) -> torch.Tensor:
-    return torch.arange(int(mask.sum()), dtype=torch.float64)
-
-
-def _loop_values(adj: SparseTensor, perm: torch.Tensor, orig_perm) -> torch.Tensor:
-    """Edge weights carried through a rebuild: kept edges keep theirs, new loops get 1."""
-    vals = torch.ones(perm.numel(), dtype=adj.values.dtype)
-    # original CSR position of each kept edge: invert orig_perm (edge id -> CSR position)
-    n_edges = adj.nnz
-    if orig_perm is not None:
-        where = torch.empty(n_edges, dtype=torch.int64)
-        where[orig_perm] = torch.arange(n_edges)
-    else:
-        where = torch.arange(n_edges)
-    kept = perm >= 0
-    vals[kept] = adj.values[where[perm[kept]]]
-    return vals
 
 
 def _check_edge_index(ei: torch.Tensor) -> None:
@@ -238,8 +271,7 @@ def _cached(t: torch.Tensor, key, make) -> Graph:
     """The graph built from ``t`` (and ``key``), rebuilt when ``t`` changed since.
 
     A normal tensor is compared by its version counter (bumped by every in-place edit); an
-    inference tensor has none, so its content is compared with a kept copy (O(E), far below
-    the cost of the layer itself)."""
+    inference tensor has none, so its content is compared (``_content``)."""
     inference = t.is_inference()
     full = (None if inference else t._version, _storage_ptr(t), tuple(t.shape), t.dtype, *key)
     entries = _cache.get(t)
@@ -247,13 +279,30 @@ def _cached(t: torch.Tensor, key, make) -> Graph:
         entries = {}
         _cache.set(t, entries)
     hit = entries.get(full)
-    if hit is not None and (not inference or torch.equal(hit[1], t)):
+    if hit is not None and (not inference or _same_content(hit[1], t)):
         return hit[0]
     if len(entries) > 8:
         entries.clear()
     g = make()
-    entries[full] = (g, t.clone() if inference else None)
+    entries[full] = (g, _content(t) if inference else None)
     return g
+
+
+def _content(t: torch.Tensor):
+    """What an inference tensor is compared by: a copy when small, else a fingerprint of 2^16
+    evenly spaced entries plus its sum (an edit that keeps both is not seen: edit through a
+    normal tensor, or pass a new one)."""
+    if t.numel() <= SMALL:
+        return t.clone()
+    flat = t.reshape(-1)
+    step = max(1, flat.numel() // (1 << 16))
+    return ("fingerprint", flat[::step].clone(), int(flat.sum()) if not t.is_floating_point() else float(flat.sum()))
+
+
+def _same_content(kept, t: torch.Tensor) -> bool:
+    if isinstance(kept, torch.Tensor):
+        return torch.equal(kept, t)
+    return _content(t)[2] == kept[2] and torch.equal(_content(t)[1], kept[1])
 
 
 def plain_edge_index(ei: torch.Tensor) -> torch.Tensor:
@@ -270,7 +319,7 @@ def _graph_from_edge_index(ei: torch.Tensor, num_src: int, num_dst: int, w, flip
     fast = _graph_from_sorted_edge_index(ei, num_src, num_dst, w, flip)
     if fast is not None:
         return fast
-    ei = plain_edge_index(ei)
+    orig, ei = ei, plain_edge_index(ei)
     src, dst = (ei[1], ei[0]) if flip else (ei[0], ei[1])
     if src.numel():
         if int(src.min()) < 0 or int(dst.min()) < 0:
@@ -278,10 +327,24 @@ def _graph_from_edge_index(ei: torch.Tensor, num_src: int, num_dst: int, w, flip
         if int(src.max()) >= num_src or int(dst.max()) >= num_dst:
             raise UserError(f"Expected 'edge_index' sources in [0, {num_src}) and targets in [0, {num_dst}) "
                             f"(got max source {int(src.max())}, max target {int(dst.max())})")
-    ids = torch.arange(src.numel(), dtype=torch.float64)
-    m = SparseTensor.from_coo(dst, src, ids, (num_dst, num_src), sum_duplicates=False)
-    perm = m.values.long()
-    return Graph(m.with_values(_edge_values(w, perm)), perm)
+    vals = None if w is None else w.detach().to(torch.float32 if not w.is_floating_point() else w.dtype)
+    m = SparseTensor.from_coo(dst, src, vals, (num_dst, num_src), sum_duplicates=False)
+    return Graph(m, _lazy_perm(orig, num_src, num_dst, flip))
+
+
+def _lazy_perm(ei: torch.Tensor, num_src: int, num_dst: int, flip: bool):
+    """CSR position -> edge id, recomputed from ``ei`` when first needed (the same stable sort)."""
+    ref = weakref.ref(ei)
+
+    def perm():
+        e = ref()
+        if e is None:
+            raise UserError("the edge_index this graph was built from no longer exists")
+        e = plain_edge_index(e)
+        src, dst = (e[1], e[0]) if flip else (e[0], e[1])
+        ids = torch.arange(src.numel(), dtype=torch.float64)
+        return SparseTensor.from_coo(dst, src, ids, (num_dst, num_src), sum_duplicates=False).values.long()
+    return perm
 
 
 def _edge_values(w, perm):
