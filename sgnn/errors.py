@@ -23,3 +23,8 @@ class InternalError(SgnnError, RuntimeError):
 
 class CompilerError(SgnnError, RuntimeError):
     """The system C++ compiler is missing or rejected generated code."""
+
+
+class OutOfMemory(SgnnError, MemoryError):
+    """An allocation would not fit in the memory this process may still use (checked before it is
+    made, so nothing is half-written and the process is not killed)."""

@@ -17,7 +17,7 @@ import weakref
 
 import torch
 
-from ..engine import SparseTensor
+from ..engine import SparseTensor, memory
 from ..engine.formats import CSR, Format
 from ..errors import UserError
 from ._common import TensorCache
@@ -140,28 +140,29 @@ class Graph:
 
     def without_self_loops(self) -> "Graph":
         """The stored self loops removed (a copy; values and edge order kept)."""
-        def make():
-            at, _ = self.loops()
-            if not at.numel():
-                return self
-            keep = torch.ones(self.nnz, dtype=torch.bool)
-            keep[at] = False
-            pos = torch.zeros(self.num_dst + 1, dtype=torch.long)
-            pos[1:] = torch.cumsum(self.counts() - torch.bincount(self.loops()[1], minlength=self.num_dst), 0)
-            adj = self.adj
-            vals = None if adj.values is None else adj.values[keep]
-            m = SparseTensor(adj.shape, adj.format, [None, pos.to(adj.index_dtype)], [None, adj.crd[1][keep]],
-                             vals, check=False)
-            perm = None if self._perm is None else (lambda: self.edge_perm[keep])
-            return Graph(m, perm, from_sparse=self.from_sparse, sources=self._sources)
-        return self.derived("no_loops", make)
+        return self.derived("no_loops", self._strip_loops)
+
+    def _strip_loops(self) -> "Graph":
+        at, nodes = self.loops()
+        if not at.numel():
+            return self
+        keep = torch.ones(self.nnz, dtype=torch.bool)
+        keep[at] = False
+        pos = torch.zeros(self.num_dst + 1, dtype=torch.long)
+        pos[1:] = torch.cumsum(self.counts() - torch.bincount(nodes, minlength=self.num_dst), 0)
+        adj = self.adj
+        vals = None if adj.values is None else adj.values[keep]
+        m = SparseTensor(adj.shape, adj.format, [None, pos.to(adj.index_dtype)], [None, adj.crd[1][keep]],
+                         vals, check=False)
+        perm = None if self._perm is None else (lambda: self.edge_perm[keep])
+        return Graph(m, perm, from_sparse=self.from_sparse, sources=self._sources)
 
     def with_self_loops(self) -> "Graph":
         """Pattern only: self loops removed, then one added per node of the square part (PyG
         GATConv's rule). Its edge order (``edge_perm``: -1 - node for an added loop) is computed on
         first use."""
         def coords():
-            base = self.without_self_loops()
+            base = self._strip_loops()  # not kept: the graph with loops replaces it
             n = min(self.num_dst, self.num_src)
             loops = torch.arange(n, dtype=base.adj.index_dtype)
             rr = torch.cat([base.adj.coordinates()[0], loops])
@@ -320,6 +321,7 @@ def _graph_from_edge_index(ei: torch.Tensor, num_src: int, num_dst: int, w, flip
     if fast is not None:
         return fast
     orig, ei = ei, plain_edge_index(ei)
+    memory.check_fits(ei.shape[1] * 16 + num_dst * 8, f"the CSR of a {ei.shape[1]}-edge edge_index")
     src, dst = (ei[1], ei[0]) if flip else (ei[0], ei[1])
     if src.numel():
         if int(src.min()) < 0 or int(dst.min()) < 0:

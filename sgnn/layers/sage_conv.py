@@ -129,7 +129,7 @@ class SAGEConv(Conv):
         tensors = {"A": adj}
         if scale:
             tensors["r"] = g.derived(("inv_deg", dtype), lambda: _inv(g.in_degree(weighted=False), dtype))
-        if self.out_channels <= self.lin_l.in_features:  # aggregate X·W_l; root, bias, act in one pass
+        if self.out_channels < self.lin_l.in_features:  # aggregate X·W_l; root, bias, act in one pass
             tensors["Z"] = g.sources(matmul_t(x_src, w_l))
             if x_dst is not None:
                 tensors["R"] = matmul_t(x_dst, self.lin_r.weight)
