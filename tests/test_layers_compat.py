@@ -270,3 +270,52 @@ def test_graph_cache_entries_die_with_their_graph():
         del ei
     gc.collect()
     assert len(graph_mod._cache._d) <= before + 1
+
+
+# ------------------------------------------------------------------ heterogeneous graphs
+HETERO_X = {"paper": features(6, 8, seed=1), "author": features(4, 5, seed=2)}
+HETERO_EI = {("paper", "cites", "paper"): torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]]),
+             ("author", "writes", "paper"): torch.tensor([[0, 1, 2, 3], [0, 0, 1, 5]]),
+             ("paper", "rev_writes", "author"): torch.tensor([[0, 0, 1, 5], [0, 1, 2, 3]])}
+HETERO_CONVS = {"sage": (lambda: SAGEConv((-1, -1), 16), lambda: pyg.SAGEConv((-1, -1), 16)),
+                "gat": (lambda: GATConv((-1, -1), 16, heads=2, add_self_loops=False),
+                        lambda: pyg.GATConv((-1, -1), 16, heads=2, add_self_loops=False))}
+
+
+class _TwoLayer(torch.nn.Module):
+    def __init__(self, make):
+        super().__init__()
+        self.c1, self.c2 = make(), make()
+
+    def forward(self, x, edge_index):
+        return self.c2(self.c1(x, edge_index).relu(), edge_index)
+
+
+@pytest.mark.parametrize("kind", HETERO_CONVS)
+def test_to_hetero(kind):
+    ours_make, ref_make = HETERO_CONVS[kind]
+    meta = (list(HETERO_X), list(HETERO_EI))
+    ours, ref = pyg.to_hetero(_TwoLayer(ours_make), meta), pyg.to_hetero(_TwoLayer(ref_make), meta)
+    with torch.no_grad():
+        ours(HETERO_X, HETERO_EI), ref(HETERO_X, HETERO_EI)  # lazy shapes
+    randomize_zero_parameters(ref)
+    ours.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        a, b = ours(HETERO_X, HETERO_EI), ref(HETERO_X, HETERO_EI)
+    for key in b:
+        assert_close(a[key], b[key], f"to_hetero {key}")
+
+
+@pytest.mark.parametrize("kind", HETERO_CONVS)
+def test_hetero_conv(kind):
+    ours_make, ref_make = HETERO_CONVS[kind]
+    ours = pyg.HeteroConv({k: ours_make() for k in HETERO_EI})
+    ref = pyg.HeteroConv({k: ref_make() for k in HETERO_EI})
+    with torch.no_grad():
+        ours(HETERO_X, HETERO_EI), ref(HETERO_X, HETERO_EI)
+    randomize_zero_parameters(ref)
+    ours.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        a, b = ours(HETERO_X, HETERO_EI), ref(HETERO_X, HETERO_EI)
+    for key in b:
+        assert_close(a[key], b[key], f"HeteroConv {key}")
