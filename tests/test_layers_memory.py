@@ -72,3 +72,28 @@ def test_too_big_fails_before_allocating():
             print("refused:", err)
     """)
     assert "refused:" in out and "GiB" in out and "available" in out
+
+
+def test_no_leak_over_2000_distinct_graphs():
+    """Graphs die with their edge_index: RSS and every cache stay flat over 2,000 distinct graphs."""
+    out = run("""
+        from sgnn.layers import graph as graph_mod
+        convs = [GCNConv(16, 8), SAGEConv(16, 8), GATConv(16, 4, heads=2)]
+        x = torch.randn(3000, 16)
+        def batch(seed0, count):
+            for seed in range(seed0, seed0 + count):
+                m = 2000 + seed % 50  # distinct sizes too
+                e = torch.randint(0, 3000, (2, m), generator=torch.Generator().manual_seed(seed))
+                with torch.no_grad():
+                    for c in convs:
+                        c(x, e)
+        batch(0, 200)
+        gc.collect(); rss0 = status('VmRSS:'); cache0 = len(graph_mod._cache._d)
+        batch(200, 1800)
+        gc.collect(); rss1 = status('VmRSS:'); cache1 = len(graph_mod._cache._d)
+        print((rss1 - rss0) // 2**20, cache0, cache1)
+        assert cache1 <= cache0 + 1, (cache0, cache1)
+        assert rss1 - rss0 < 64 * 2**20, (rss1 - rss0)
+    """)
+    grown_mib, c0, c1 = map(int, out.split())
+    assert grown_mib < 64
