@@ -114,11 +114,12 @@ def check_fits(nbytes: int, what: str) -> None:
 def empty(shape, dtype: torch.dtype) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype)``, on huge pages when it is large; checked against the
     memory left when it is 64 MiB or more."""
+    dims = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
     n = 1
-    for s in shape:
-        n *= int(s)
+    for s in dims:
+        n *= s
     if n * dtype.itemsize >= CHECK_BYTES:
-        check_fits(n * dtype.itemsize, f"a {'x'.join(str(int(s)) for s in shape)} {str(dtype)[6:]} buffer")
+        check_fits(n * dtype.itemsize, f"a {'x'.join(map(str, dims))} {str(dtype)[6:]} buffer")
     t = torch.empty(shape, dtype=dtype)
     if _madvise is not None and t.numel() * t.element_size() >= MIN_BYTES:
         advise(t)
