@@ -27,6 +27,7 @@ template <class T> inline T tanh(T x) { return tanh_(x); }
 template <class T> inline T abs(T x) { return x < T(0) ? -x : x; }
 template <class T> inline T neg(T x) { return -x; }
 template <class T> inline T relu(T x) { return x > T(0) ? x : T(0); }
+template <class T> inline T step(T x) { return x > T(0) ? T(1) : T(0); }
 template <class T> inline T leaky_relu(T x, T slope) { return x > T(0) ? x : slope * x; }
 template <class T> inline T elu(T x, T alpha = T(1)) { return x > T(0) ? x : alpha * (exp_(x) - T(1)); }
 template <class T> inline T sigmoid(T x) { return T(1) / (T(1) + exp_(-x)); }

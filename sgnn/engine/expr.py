@@ -4,7 +4,8 @@ An expression is a tree of frozen nodes over named tensors and index variables:
 
 - ``Access``   ``A[i, j]``: a tensor read (sparse or dense, bound at call time by name)
 - ``Pattern``  ``pattern(A[i, j])``: 1 wherever A stores an entry; restricts an iteration domain
-- ``Const``, ``Call`` (exp, log, relu, leaky_relu, elu, sigmoid, tanh, abs, sqrt, neg),
+- ``Const``, ``Call`` (exp, log, relu, leaky_relu, elu, sigmoid, tanh, abs, sqrt, neg, and
+  step: 1 for x > 0 else 0, the derivative of relu),
   ``BinOp`` (+, -, *, /, max, min)
 - ``Reduce``   ``sum_j body`` / ``max_j`` / ``min_j``
 - ``Softmax``  softmax of ``body`` over ``j`` within the row pattern of a sparse access
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 
-UNARY = ("exp", "log", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "abs", "sqrt", "neg")
+UNARY = ("exp", "log", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "abs", "sqrt", "neg", "step")
 BINARY = ("+", "-", "*", "/", "max", "min")
 REDUCTIONS = ("sum", "max", "min")
 
@@ -245,6 +246,7 @@ def _unary(fn):
 
 exp, log, relu, elu, sigmoid, tanh, sqrt = map(_unary, ("exp", "log", "relu", "elu", "sigmoid", "tanh", "sqrt"))
 abs_ = _unary("abs")
+step = _unary("step")
 
 
 def leaky_relu(x, negative_slope: float = 0.01) -> Call:
