@@ -161,6 +161,8 @@ class GCNConv(Conv):
         for name, t in (("d", d), ("r", r), ("e", e)):
             if t is not None:
                 tensors[name] = t
+        if e is not None:
+            tensors["Y"] = z[:base.num_dst]  # the loop term reads target rows only (a view)
         key = ("gcn", d is not None, e is not None, r is not None)
         if reassociate:  # (ÂX)W: the kernel aggregates raw features; bias and act follow the GEMM
             agg = kernels.run(kernels.gcn(d is not None, e is not None, False, None, r is not None),

@@ -14,7 +14,7 @@ from ..engine.runtime import evaluate
 from .activation import Act
 
 i, j, k, h, c = indices("i j k h c")
-A, d, e, Z, R, b, r = tensors("A d e Z R b r")
+A, d, e, Z, R, b, r, Y = tensors("A d e Z R b r Y")
 ad, as_, ae, X = tensors("ad as_ ae X")
 
 
@@ -25,8 +25,8 @@ def gcn(normalize: bool, self_loops: bool, bias: bool, act: Act | None = None, s
     the count for a mean): no value array for the normalised adjacency."""
     agg = sum_(j, A[i, j] * d[j] * Z[j, k]) if normalize else sum_(j, A[i, j] * Z[j, k])
     out = r[i] * agg if normalize or scaled else agg
-    if self_loops:
-        out = out + e[i] * Z[i, k]
+    if self_loops:  # Y: Z's target rows (Z itself, or its local rows on a partitioned graph)
+        out = out + e[i] * Y[i, k]
     if bias:
         out = out + b[k]
     return compute((i, k), _act(act, out))

@@ -1,0 +1,279 @@
+"""``DistGraph``: this rank's rows of a partitioned graph, its halo, and the halo exchange.
+
+The local adjacency is ``A[target, source]`` over ``num_local + num_halo`` columns: columns
+``0..num_local-1`` are the owned nodes in local order (a self loop of local node i is entry (i, i)),
+the rest are halo nodes grouped by owner. ``exchange(t)`` returns ``t`` followed by the halo rows,
+received from their owners with one ``all_to_all_single``; the send/receive plan is built once at
+construction (each rank asks every owner for its halo ids).
+
+Layers use it through ``__sgnn_graph__``: ``GCNConv(...)(dist_graph.shard(x), dist_graph)`` runs the
+local kernels on the local CSR and calls ``exchange`` on every source-side tensor. Inference only
+(tensors requiring grad are refused). Every rank must run the same sequence of exchanges.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.distributed as dist
+
+from ..errors import UserError
+from .common import PartitionError, PeerError, agree, as_csr, as_tensor, world
+from .storage import Part, build_part, check_parts, load_partition, partition_id, read_manifest
+
+MAX_DIMS = 6
+
+
+class DistGraph:
+    """This rank's part of a graph partitioned one part per rank (see the module docstring).
+
+    Attributes: ``nodes`` (global ids of the local nodes, local order), ``halo`` (global ids of the halo
+    nodes), ``num_local``, ``num_halo``, ``num_nodes``, ``node_data`` (per-node tensors saved with the
+    partition, local rows), ``log`` (one dict per exchange: bytes sent/received, seconds; clear it
+    between layers to attribute communication), ``separate_wait`` (time a barrier before each exchange
+    as ``wait_s``, so that load imbalance is not counted as transfer time).
+    """
+
+    def __init__(self, part: Part, group=None):
+        self.part, self.group = part, group
+        self.rank, self.world_size = world(group)
+        self.log: list[dict] = []
+        self.separate_wait = False
+        self._graph = self._adj = self._all_nodes = None
+        self._plan()
+
+    # --- constructors ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_global(cls, graph, num_nodes: int, parts, *, node_data: dict | None = None,
+                    group=None) -> "DistGraph":
+        """This rank's part of a global ``edge_index`` / CSR and node-to-part vector (for tests and small
+        graphs: every rank reads the whole input, then keeps only its own part)."""
+        rank, size = world(group)
+        part, err = None, None
+        try:
+            rowptr, col = as_csr(graph, num_nodes)
+            parts, num_parts = check_parts(parts, num_nodes, size)
+            pid = partition_id(rowptr, col, parts, num_parts)
+            part = build_part(rowptr, col, parts, rank, num_parts, pid, node_data)
+        except Exception as e:                # any failure: every rank must hear of it
+            err = e
+        agree(err, group, "building the partition")
+        return cls(part, group)
+
+    @classmethod
+    def load(cls, directory, group=None, *, verify: bool = True) -> "DistGraph":
+        """This rank's part from a ``save_partition`` directory (reads the manifest and one part file)."""
+        rank, size = world(group)
+        part, err = None, None
+        try:
+            m = read_manifest(directory)
+            if int(m["num_parts"]) != size:
+                raise PartitionError(f"{directory} holds {m['num_parts']} parts, but the process group has "
+                                     f"{size} rank(s): run one rank per part (torchrun --nproc-per-node="
+                                     f"{m['num_parts']})")
+            part = load_partition(directory, rank, verify=verify)
+        except Exception as e:                # any failure: every rank must hear of it
+            err = e
+        agree(err, group, "loading the partition")
+        return cls(part, group)
+
+    # --- the plan ----------------------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        p, err = self.part, None
+        if p.num_parts != self.world_size or p.rank != self.rank:
+            err = PartitionError(f"this part is rank {p.rank} of {p.num_parts}, the process is rank "
+                                 f"{self.rank} of {self.world_size}")
+        agree(err, self.group, "checking the partition")
+        ids = self._all_gather_object((p.partition_id, p.num_nodes, p.num_local))
+        if len({(i, n) for i, n, _ in ids}) != 1:
+            text = ", ".join(f"rank {r}: {i} ({n} nodes)" for r, (i, n, _) in enumerate(ids))
+            raise PartitionError(f"the ranks hold parts of different partitionings ({text})")
+        self.local_counts = [c for _, _, c in ids]
+        self.recv_counts = [int(c) for c in p.halo_counts.tolist()]
+        self.send_counts, self.send_idx = [0] * self.world_size, torch.zeros(0, dtype=torch.int64)
+        if self.world_size > 1:
+            self._requests()
+        self.total_halo = sum(self._all_gather_object(p.num_halo))
+
+    def _requests(self) -> None:
+        """Ask every owner for this rank's halo ids; learn which local rows each peer needs."""
+        p = self.part
+        counts = torch.empty(self.world_size, dtype=torch.int64)
+        self._collective(dist.all_to_all_single, counts, p.halo_counts.long().contiguous())
+        self.send_counts = [int(c) for c in counts.tolist()]
+        wanted = torch.empty(sum(self.send_counts), dtype=torch.int64)
+        self._collective(dist.all_to_all_single, wanted, p.halo.long().contiguous(), self.send_counts,
+                         self.recv_counts)
+        idx = torch.searchsorted(p.nodes, wanted).clamp_(max=max(p.num_local - 1, 0))
+        err = None
+        if wanted.numel() and (p.num_local == 0 or not torch.equal(p.nodes[idx], wanted)):
+            err = PartitionError("a peer asked for halo nodes this rank does not own (inconsistent parts)")
+        agree(err, self.group, "building the halo plan")
+        self.send_idx = idx
+
+    def _all_gather_object(self, obj) -> list:
+        if self.world_size == 1:
+            return [obj]
+        out = [None] * self.world_size
+        self._collective(dist.all_gather_object, out, obj)
+        return out
+
+    def _collective(self, fn, *args) -> None:
+        try:
+            fn(*args, group=self.group)
+        except Exception as e:
+            raise PeerError(f"rank {self.rank}: {fn.__name__} with the other ranks failed (a peer died, or "
+                            f"did not reach the same call within the process group's timeout): {e}") from e
+
+    # --- properties --------------------------------------------------------------------------------
+
+    @property
+    def num_local(self) -> int:
+        return self.part.num_local
+
+    @property
+    def num_halo(self) -> int:
+        return self.part.num_halo
+
+    @property
+    def num_nodes(self) -> int:
+        return self.part.num_nodes
+
+    @property
+    def nodes(self) -> torch.Tensor:
+        return self.part.nodes
+
+    @property
+    def halo(self) -> torch.Tensor:
+        return self.part.halo
+
+    @property
+    def node_data(self) -> dict:
+        return self.part.node_data
+
+    @property
+    def halo_fraction(self) -> float:
+        """Halo nodes per local node on this rank."""
+        return self.num_halo / max(self.num_local, 1)
+
+    def __repr__(self) -> str:
+        return (f"DistGraph(rank={self.rank}/{self.world_size}, local={self.num_local}, halo={self.num_halo}, "
+                f"nonzeros={self.part.col.numel()}, nodes={self.num_nodes})")
+
+    # --- data movement -----------------------------------------------------------------------------
+
+    def shard(self, x) -> torch.Tensor:
+        """This rank's rows (local order) of a global per-node tensor or array ``[num_nodes, ...]``."""
+        t = as_tensor(x)
+        if t.dim() == 0 or t.shape[0] != self.num_nodes:
+            raise UserError(f"DistGraph.shard: expected a tensor with {self.num_nodes} rows "
+                            f"(got {list(t.shape)})")
+        return t[self.nodes]
+
+    def exchange(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` [num_local, ...] followed by its halo rows [num_halo, ...] from their owners."""
+        t = self._check(t, "exchange")
+        if self.total_halo == 0:
+            return t
+        start = time.perf_counter()
+        self._same_everywhere(t, "exchange")
+        wait = 0.0
+        if self.separate_wait:
+            self._collective(dist.barrier)
+            wait = time.perf_counter() - start
+        out = t.new_empty((self.num_local + self.num_halo, *t.shape[1:]))
+        out[: self.num_local] = t
+        send = t.index_select(0, self.send_idx)
+        self._collective(dist.all_to_all_single, out[self.num_local:], send, self.recv_counts,
+                         self.send_counts)
+        row = t[:1].numel() * t.element_size()
+        self.log.append({"op": "exchange", "rows_sent": send.size(0), "bytes_sent": send.size(0) * row,
+                         "bytes_recv": self.num_halo * row, "wait_s": wait,
+                         "seconds": time.perf_counter() - start})
+        return out
+
+    def gather(self, out_local: torch.Tensor) -> torch.Tensor:
+        """The global tensor [num_nodes, ...] (global node order) of every rank's local rows, on every rank."""
+        t = self._check(out_local, "gather")
+        out = t.new_empty((self.num_nodes, *t.shape[1:]))
+        if self.world_size == 1:
+            out[self.nodes] = t
+            return out
+        self._same_everywhere(t, "gather")
+        width = max(self.local_counts)
+        buf = t.new_zeros((width, *t.shape[1:]))
+        buf[: self.num_local] = t
+        bufs = [torch.empty_like(buf) for _ in range(self.world_size)]
+        self._collective(dist.all_gather, bufs, buf)
+        for ids, b in zip(self._nodes_everywhere(), bufs):
+            out[ids] = b[: ids.numel()]
+        return out
+
+    def _nodes_everywhere(self) -> list[torch.Tensor]:
+        if self._all_nodes is None:
+            buf = torch.full((max(self.local_counts),), -1, dtype=torch.int64)
+            buf[: self.num_local] = self.nodes
+            bufs = [torch.empty_like(buf) for _ in range(self.world_size)]
+            self._collective(dist.all_gather, bufs, buf)
+            self._all_nodes = [b[:c] for b, c in zip(bufs, self.local_counts)]
+        return self._all_nodes
+
+    def _check(self, t, what: str) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+            raise UserError(f"DistGraph.{what}: expected a dense torch.Tensor (got {type(t).__name__})")
+        if t.requires_grad:
+            raise UserError(f"DistGraph.{what}: refusing a tensor that requires grad (distributed inference "
+                            f"only: no gradient crosses ranks); run under torch.inference_mode() or detach")
+        if t.dim() == 0 or t.shape[0] != self.num_local or t.dim() > MAX_DIMS:
+            raise UserError(f"DistGraph.{what}: expected a tensor of this rank's {self.num_local} local rows "
+                            f"and at most {MAX_DIMS} dimensions (got {list(t.shape)})")
+        if not t.is_floating_point():
+            raise UserError(f"DistGraph.{what}: expected a floating-point tensor (got {t.dtype})")
+        return t.contiguous()
+
+    def _same_everywhere(self, t: torch.Tensor, what: str) -> None:
+        """Every rank passes the same trailing shape and dtype (else: an error everywhere, not a hang)."""
+        head = [t.dim(), *t.shape[1:]] + [-1] * (MAX_DIMS - t.dim())
+        mine = torch.tensor([_DTYPES.index(t.dtype) if t.dtype in _DTYPES else -1, *head], dtype=torch.int64)
+        heads = [torch.empty_like(mine) for _ in range(self.world_size)]
+        self._collective(dist.all_gather, heads, mine)
+        if any(not torch.equal(h, heads[0]) for h in heads) or int(mine[0]) < 0:
+            shapes = ", ".join(f"rank {r}: {_describe(h)}" for r, h in enumerate(heads))
+            raise UserError(f"DistGraph.{what}: the ranks passed different tensors ({shapes}); every rank must "
+                            f"pass the same trailing shape and dtype, in the same order of calls")
+
+    # --- the layer contract ------------------------------------------------------------------------
+
+    def adjacency(self):
+        """The local ``A[target, source]`` as an ``sgnn.SparseTensor`` [num_local, num_local + num_halo]."""
+        if self._adj is None:
+            from ..engine import SparseTensor
+            from ..engine.formats import Format
+            p, shape = self.part, (self.num_local, self.num_local + self.num_halo)
+            self._adj = SparseTensor.from_csr(p.rowptr, p.col, None, shape) if p.unique else \
+                SparseTensor(shape, Format("du"), [None, p.rowptr], [None, p.col])
+        return self._adj
+
+    def __sgnn_graph__(self, num_src: int, num_dst: int, flow: str = "source_to_target"):
+        """The layers' ``Graph``: the local CSR, with ``exchange`` as its ``sources``."""
+        if flow != "source_to_target":
+            raise UserError(f"DistGraph: flow={flow!r} is not supported (a part stores the rows of its own "
+                            f"targets, A[target, source]); partition the transposed graph instead")
+        if num_src != self.num_local or num_dst != self.num_local:
+            raise UserError(f"DistGraph: expected features of this rank's {self.num_local} local nodes "
+                            f"(dist_graph.shard(x)); got {num_src} source and {num_dst} target rows")
+        if self._graph is None:
+            from ..layers.graph import Graph
+            self._graph = Graph(self.adjacency(), None, sources=self.exchange)
+        return self._graph
+
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _describe(head: torch.Tensor) -> str:
+    code, ndim, *dims = head.tolist()
+    dtype = _DTYPES[code] if 0 <= code < len(_DTYPES) else "unsupported dtype"
+    return f"{dtype} [*, {', '.join(str(d) for d in dims[: max(ndim - 1, 0)])}]"
