@@ -1,7 +1,8 @@
 """Differentiable graph primitives for the layers' autograd paths.
 
-``spmm`` runs forward *and* backward through sgnn's compiled kernels (the backward of
-``A·Z`` is ``Aᵀ·G``, a transposed access whose CSC the engine builds once per graph). The
+``spmm`` runs forward *and* backward through sgnn's compiled kernels: its backward is what
+``engine.derive`` derives from the SpMM statement (``Aᵀ·G``, a transposed access whose CSC the
+engine builds once per graph). The
 edge-wise primitives (``gather``, ``scatter``, ``edge_softmax``) are plain torch ops with
 PyG's semantics, used where no kernel has a derivative yet (max/min aggregation, attention):
 their gradients are torch's, so they are correct by construction.
@@ -9,36 +10,33 @@ their gradients are torch's, so they are correct by construction.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from ..engine import SparseTensor, einsum
+from ..engine import SparseTensor, autodiff
+from ..engine.expr import compute, indices, sum_, tensors
+from ..engine.runtime import evaluate
 from ..errors import NotSupported
+from ._common import _as_sparse_features
 from .graph import Graph
 
 
-class _SpMM(torch.autograd.Function):
-    """``A @ Z`` for a constant sparse ``A`` (its values carry no gradient)."""
+_i, _j, _k = indices("i j k")
+_A, _Z = tensors("A Z")
+SPMM = compute((_i, _k), sum_(_j, _A[_i, _j] * _Z[_j, _k]))
 
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, adj: SparseTensor) -> torch.Tensor:
-        if adj.values is None and "u" in adj.format.codes:  # repeated edges: keep their multiplicity
-            adj = adj.derived(("ones", z.dtype), lambda: adj.with_values(torch.ones(adj.nnz, dtype=z.dtype)))
-        ctx.adj = adj
-        return einsum("ij,jk->ik", adj, z.contiguous())
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        if ctx.needs_input_grad[0]:
-            return einsum("ji,jk->ik", ctx.adj, grad.contiguous()), None
-        return None, None
+def _run(stmt, ops):
+    return evaluate(stmt, ops)
 
 
 def spmm(adj: SparseTensor, z: torch.Tensor) -> torch.Tensor:
-    """``adj @ z`` through sgnn kernels, differentiable w.r.t. ``z`` (double backward is refused)."""
+    """``adj @ z`` through sgnn kernels, differentiable w.r.t. ``z`` (and ``adj``'s values): the
+    backward runs the statements ``engine.derive`` derives (``Aᵀ·G``; an SDDMM for the values)."""
     if adj.values is not None and adj.values.dtype != z.dtype:
         adj = adj.with_values(adj.values.to(z.dtype))
-    return _SpMM.apply(z, adj)
+    if adj.values is None and "u" in adj.format.codes:  # repeated edges: keep their multiplicity
+        adj = adj.derived(("ones", z.dtype), lambda: adj.with_values(torch.ones(adj.nnz, dtype=z.dtype)))
+    ops = {"A": adj, "Z": z.contiguous()}
+    return autodiff.evaluate(SPMM, ops, _run) if autodiff.needs_grad(ops) else _run(SPMM, ops)
 
 
 def rows_cols(g: Graph) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,11 +71,13 @@ def edge_softmax(logits: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tens
 
 
 def linear(x, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ weight.T (+ bias)``, differentiable; sparse ``x`` (sgnn or torch sparse) through ``spmm``."""
-    if isinstance(x, SparseTensor):
-        out = spmm(x, weight.t())
-    elif x.layout != torch.strided:
-        out = spmm(SparseTensor.from_torch(x.detach()), weight.t())
+    """``x @ weight.T (+ bias)``, differentiable; sparse ``x`` (sgnn or torch sparse, or a dense one that is
+    mostly zeros and needs no gradient) through ``spmm``: ``Xᵀ G`` then gives the weight's gradient."""
+    sparse = x if isinstance(x, SparseTensor) else \
+        SparseTensor.from_torch(x.detach()) if x.layout != torch.strided else \
+        _as_sparse_features(x) if x.dim() == 2 and not x.requires_grad else None  # e.g. bag-of-words
+    if sparse is not None:
+        out = spmm(sparse, weight.t())
     else:
         out = torch.matmul(x.to(weight.dtype), weight.t())
     return out if bias is None else out + bias
