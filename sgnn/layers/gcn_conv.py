@@ -6,8 +6,8 @@ from torch import nn
 
 from ..engine import SparseTensor
 from ..errors import NotSupported
-from . import kernels, ops
-from ._common import check_x, dense_features, linear, matmul_t
+from . import blocked, kernels, ops
+from ._common import check_x, dense_features, matmul_t
 from .activation import resolve
 from .conv import Conv, make_linear, materialize, records, refuse_grad
 from .graph import Graph
@@ -155,7 +155,7 @@ class GCNConv(Conv):
         """The fused sum/mean kernel: ``act(r_i Σ_j A_ij d_j Z_jk + e_i Z_ik + b_k)``."""
         w = self.lin.weight
         adj = _values_as(base, w.dtype)
-        reassociate = self.lin.in_features < self.out_channels  # (ÂX)W: the sparse product moves `in` values
+        reassociate = self.lin.in_features <= self.out_channels  # (ÂX)W: the sparse product moves `in` values
         z = base.sources(dense_features(x, w.dtype) if reassociate else matmul_t(x, w))
         tensors = {"A": adj, "Z": z}
         for name, t in (("d", d), ("r", r), ("e", e)):
@@ -164,10 +164,10 @@ class GCNConv(Conv):
         if e is not None:
             tensors["Y"] = z[:base.num_dst]  # the loop term reads target rows only (a view)
         key = ("gcn", d is not None, e is not None, r is not None)
-        if reassociate:  # (ÂX)W: the kernel aggregates raw features; bias and act follow the GEMM
-            agg = kernels.run(kernels.gcn(d is not None, e is not None, False, None, r is not None),
-                              key + (False, None), **tensors)
-            out = linear(agg, w, self.bias)
+        if reassociate:  # (ÂX)W, row block by row block; bias and act follow the GEMM
+            stmt = kernels.gcn(d is not None, e is not None, False, None, r is not None)
+            rows = tuple(n for n in ("r", "e", "Y") if n in tensors)
+            out = blocked.aggregate_linear(stmt, key + (False, None), tensors, rows, w, self.bias)
             return out if self.act is None else self.act.inplace(out)
         if self.bias is not None:
             tensors["b"] = self.bias.detach()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import NotSupported
-from . import kernels, ops
+from . import blocked, kernels, ops
 from ._common import _as_sparse_features, add_linear_, check_x, dense_features, linear, matmul_t
 from .activation import resolve
 from .conv import Conv, make_linear, materialize, records
@@ -140,8 +140,20 @@ class SAGEConv(Conv):
                               ("sage", aggr, x_dst is not None, has_bias, in_kernel_act), **tensors)
             return out, in_kernel_act is not None
         tensors["Z"] = g.sources(dense_features(x_src, dtype))
-        agg = kernels.run(kernels.sage(aggr, scale, False, False), ("sage", aggr, False, False, None), **tensors)
-        return self._linear_root(agg, x_dst), False
+        root = self._root_rows(x_dst)
+        out = blocked.aggregate_linear(kernels.sage(aggr, scale, False, False), ("sage", aggr, False, False, None),
+                                       tensors, ("r",) if scale else (), w_l, self.lin_l.bias, root)
+        if x_dst is not None and root is None:
+            out = out + matmul_t(x_dst, self.lin_r.weight)
+        return out, False
+
+    def _root_rows(self, x_dst):
+        """``rows += x_dst[r0:r1] W_r^T`` (one GEMM pass with beta = 1), or None when x_dst is sparse."""
+        if x_dst is None or not isinstance(x_dst, torch.Tensor) or x_dst.layout != torch.strided \
+                or x_dst.dtype != self.lin_r.weight.dtype or _as_sparse_features(x_dst) is not None:
+            return None
+        w = self.lin_r.weight.detach()
+        return lambda rows, r0, r1: rows.addmm_(x_dst[r0:r1], w.t())
 
     def _autograd(self, g, adj, x_src, x_dst) -> torch.Tensor:
         """Differentiable formulation: sum/mean through ``ops.spmm`` (sgnn kernels both ways); max,
