@@ -2,6 +2,9 @@
 
 Whole comparison: ``python run.py -m dataset=cora,citeseer,pubmed,arxiv model=gcn,sage,gat
 data.allow_stand_in=true``, then ``python experiments/gather.py multirun/<date>/<time>``.
+Other entries of the same config tree (configs/bench/): ``bench=spmm`` (SpMM vs torch.sparse / DGL /
+scipy, gather roofline), ``bench=layers`` (layers and 2-layer models, peak memory), ``bench=train``
+(training epochs), ``bench=scale`` (large-graph inference, one subprocess per framework).
 Settings: configs/config.yaml; the steps: sgnn/harness/__init__.py.
 """
 import json
@@ -26,8 +29,9 @@ def app(cfg: DictConfig) -> None:
         if hc.mode != RunMode.MULTIRUN:
             sys.exit(2)
         # A multirun goes on with the other jobs; gather.py lists this one as missing.
-        (out / "error.json").write_text(json.dumps({"dataset": cfg.dataset.name, "model": cfg.model.name,
-                                                    "error": str(e)}, indent=2) + "\n")
+        error = {"bench": cfg.bench.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
+                 "error": str(e)}
+        (out / "error.json").write_text(json.dumps(error, indent=2) + "\n")
 
 
 if __name__ == "__main__":

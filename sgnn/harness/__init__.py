@@ -1,14 +1,21 @@
 """The reproduction harness: ``python run.py dataset=cora model=gcn`` (Hydra app, configs/).
 
-One run, in order (each step one module):
+``cfg.bench.name`` (config group ``configs/bench/``) picks the entry; each is one module:
 
-- ``data.load``            dataset from the data root, or a labelled stand-in, or a synthetic graph
-- ``train.load_or_train``  the PyG reference model: cached weights or full-batch training
-- ``models.FRAMEWORKS``    the same weights in plain PyTorch, PyG, DGL and sgnn
-- ``timing.bench``         warm in-process timing of the whole forward pass (one thread count)
-- ``report``               rich table, results.json / results.csv, bar chart
+- ``e2e`` (default)  pipeline.py: load -> train (or cached weights) -> PyTorch, PyG, DGL, sgnn twins
+                     (models.py) -> warm timing -> table, results.json / .csv, bar chart
+- ``spmm``           bench_spmm.py (+ spmm_latency.py): SpMM vs torch.sparse.mm / DGL / scipy, memory
+                     floor and gather roofline, compile and new-process latencies
+- ``layers``         bench_layers.py (+ layers_report.py): layers and 2-layer models, peak ΔRSS
+- ``train``          bench_train.py: ms per training epoch, GAT training peak memory
+- ``scale``          bench_scale.py (+ scale_worker.py): large-graph inference, one subprocess per framework
+                     under RLIMIT_AS and a timeout
 
-``main(overrides, out_dir)`` runs it without Hydra's app wrapper (tests, notebooks).
+Shared, once: data.py (loaders, stand-ins, generators; synthetic.py: the products-scale graph),
+cases.py (config composition per dataset/model), timing.py (threads, timed calls), machine.py (lscpu,
+load of other processes, copy/gather bandwidth), memory.py (RSS, peaks), report.py (tables, JSON, plots).
+
+``main(overrides, out_dir)`` runs any entry without Hydra's app wrapper (tests, notebooks).
 """
 from .data import DataMissing, Graph, load
 from .pipeline import compose, main, run

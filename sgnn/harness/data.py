@@ -16,7 +16,6 @@ import contextlib
 import gzip
 import os
 import pickle
-import sys
 import warnings
 from dataclasses import dataclass, field
 from itertools import chain
@@ -340,13 +339,18 @@ def load_products(ds, root: Path, cache: Path, allow_stand_in: bool) -> Graph:
         raise DataMissing(f"{ds.name}: missing {', '.join(missing)} in {folder} (OGB's ogbn-products layout; "
                           f"not downloaded implicitly: 1.4 GB); add the files or set data.allow_stand_in=true "
                           f"for a labelled stand-in (synthetic graph, features and labels)")
-    return products_stand_in_graph(ds, products_stand_in(ds, root, cache))
+    return community_graphs.harness_graph(ds, products_stand_in(ds, root, cache))
+
+
+def products_stand_in(ds, root: Path, cache: Path) -> community_graphs.CommunityGraph:
+    """The stand-in's CSR and node data (memory-mapped, built once), announced on stderr."""
+    return community_graphs.announced(ds, root / "ogbn_products", products_missing(root),
+                                      len(OGB_PRODUCTS_FILES), cache / "synthetic")
 
 
 def products_missing(root: Path) -> list[str]:
     """The OGB files of ogbn-products missing under ``root`` (all of them when the folder is absent)."""
-    folder = root / "ogbn_products"
-    return [f for f in OGB_PRODUCTS_FILES if not (folder / f).exists()]
+    return [f for f in OGB_PRODUCTS_FILES if not (root / "ogbn_products" / f).exists()]
 
 
 def _ogb_products(ds, base: Path) -> Graph:
@@ -361,45 +365,6 @@ def _ogb_products(ds, base: Path) -> Graph:
     masks = {f"{k}_mask": _mask(split[s], n) for k, s in SPLITS}
     out = Data(x=data.x, edge_index=data.edge_index, y=data.y.view(-1), **masks)
     return Graph(out, ds.name, ds.name, note="ogbn-products (sales-ranking split)")
-
-
-def products_stand_in(ds, root: Path, cache: Path) -> community_graphs.CommunityGraph:
-    """The stand-in's CSR and node data (memory-mapped from the cache; built once, ~20 s), announced on
-    stderr: the real files are missing."""
-    si = ds.stand_in
-    params = community_graphs.Params(
-        num_nodes=int(si.nodes), num_edges=int(si.edges), num_communities=int(si.communities),
-        num_classes=int(si.classes), num_features=int(si.features), degree_exponent=float(si.degree_exponent),
-        community_exponent=float(si.community_exponent), intra=float(si.intra),
-        label_noise=float(si.label_noise), signal=float(si.signal), split=tuple(float(v) for v in si.split),
-        seed=int(ds.seed))
-    missing = products_missing(root)
-    print(f"\n*** {ds.name}: ogbn-products is not under {root / 'ogbn_products'} (missing {len(missing)} of "
-          f"{len(OGB_PRODUCTS_FILES)} OGB files, e.g. {missing[0]}).\n*** Using a SYNTHETIC STAND-IN of its "
-          f"size ({params.num_nodes} nodes, {params.num_edges} undirected edges, {params.num_communities} "
-          f"communities); accuracy is NOT comparable to ogbn-products.\n", file=sys.stderr, flush=True)
-    return community_graphs.load(params, cache / "synthetic")
-
-
-def products_stand_in_label(ds) -> str:
-    return f"{ds.name} (stand-in: synthetic graph, features and labels)"
-
-
-def products_stand_in_graph(ds, cg: community_graphs.CommunityGraph) -> Graph:
-    """The stand-in as a harness ``Graph`` (edge_index int64 [2, 2E], from the cached CSR)."""
-    p, n = cg.params, cg.num_nodes
-    rows = torch.repeat_interleave(torch.arange(n), torch.from_numpy(np.asarray(cg.degree())))
-    ei = torch.stack([rows, torch.from_numpy(cg.col.astype(np.int64))])
-    split = torch.from_numpy(np.array(cg.split))
-    data = Data(x=torch.from_numpy(np.array(cg.x)), edge_index=ei, y=torch.from_numpy(cg.y.astype(np.int64)),
-                train_mask=split == 0, val_mask=split == 1, test_mask=split == 2)
-    note = (f"synthetic degree-corrected block model with ogbn-products' sizes: {n} nodes, {p.num_edges} "
-            f"undirected edges ({ei.size(1)} stored), {p.num_communities} communities ({cg.info['intra_fraction']:.0%} "
-            f"of edges inside one), power-law degrees (max {cg.info['max_degree']}); features and "
-            f"labels follow the communities; accuracy not comparable to ogbn-products")
-    return Graph(data, ds.name, products_stand_in_label(ds), stand_in=True, accuracy_comparable=False,
-                 note=note, info={"clean": True, "synthetic": True, "cache": cg.info.get("cache"),
-                                  "communities": p.num_communities, "generator_key": p.key()})
 
 
 # --- helpers -------------------------------------------------------------------------------------

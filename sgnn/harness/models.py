@@ -1,5 +1,6 @@
 """One GNN, four frameworks: the trained PyG model is the reference; plain PyTorch, DGL and sgnn get its
-weights. ``FRAMEWORKS[name](net, data)`` returns a zero-argument forward pass (graph prepared once).
+weights. ``FRAMEWORKS[name](net, data)`` returns a zero-argument forward pass (graph prepared once);
+``pyg-csr`` is PyG on a CSR ``adj_t`` (torch.sparse_csr) instead of ``edge_index``.
 
 Layers (``model.layers`` convs): dropout -> conv -> act -> ... -> dropout -> conv; GAT hidden convs
 have ``heads`` concatenated heads, the last conv ``out_heads`` averaged heads (concat=False).
@@ -54,12 +55,19 @@ def build_pyg(m, in_dim: int, classes: int) -> PygNet:
 
 # --- plain PyTorch ------------------------------------------------------------------------------
 
-def gcn_adjacency(ei: torch.Tensor, n: int) -> torch.Tensor:
-    """D^-1/2 (A + I) D^-1/2 as CSR, rows = targets (PyG's gcn_norm on a self-loop-free graph)."""
+def gcn_edge_weights(ei: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(src, dst, weight) of D^-1/2 (A + I) D^-1/2 on a self-loop-free graph: one self loop per node,
+    degrees counted at targets (PyG's gcn_norm)."""
     loop = torch.arange(n)
     src, dst = torch.cat([ei[0], loop]), torch.cat([ei[1], loop])
     dis = torch.bincount(dst, minlength=n).float().pow(-0.5)
-    return _csr(dst, src, dis[src] * dis[dst], n)
+    return src, dst, dis[src] * dis[dst]
+
+
+def gcn_adjacency(ei: torch.Tensor, n: int) -> torch.Tensor:
+    """D^-1/2 (A + I) D^-1/2 as CSR, rows = targets (PyG's gcn_norm on a self-loop-free graph)."""
+    src, dst, w = gcn_edge_weights(ei, n)
+    return _csr(dst, src, w, n)
 
 
 def mean_adjacency(ei: torch.Tensor, n: int) -> torch.Tensor:
@@ -199,11 +207,29 @@ class FrameworkUnavailable(RuntimeError):
 
 def pyg_forward(net: PygNet, data, pyg_cached: bool = False, **_) -> Callable[[], torch.Tensor]:
     """PyG itself, on a copy: with ``pyg_cached`` GCNConv keeps its normalised graph after the first call."""
-    twin = copy.deepcopy(net).eval()
+    twin = _cached_twin(net, pyg_cached).eval()
+    return lambda: twin(data.x, data.edge_index)
+
+
+def adj_t(data) -> torch.Tensor:
+    """PyG's transposed adjacency as torch.sparse_csr: rows = targets, columns = sources."""
+    from torch_geometric.utils import to_torch_csr_tensor
+    n = data.num_nodes
+    return to_torch_csr_tensor(data.edge_index.flip(0), size=(n, n))
+
+
+def pyg_csr_forward(net: PygNet, data, pyg_cached: bool = True, **_) -> Callable[[], torch.Tensor]:
+    """PyG on a CSR ``adj_t`` (its SpMM path for GCN and SAGE), GCNConv's normalisation cached."""
+    twin, a = _cached_twin(net, pyg_cached).eval(), adj_t(data)
+    return lambda: twin(data.x, a)
+
+
+def _cached_twin(net: PygNet, cached: bool) -> PygNet:
+    twin = copy.deepcopy(net)
     for conv in twin.convs:
         if hasattr(conv, "cached"):
-            conv.cached = pyg_cached
-    return lambda: twin(data.x, data.edge_index)
+            conv.cached = cached
+    return twin
 
 
 def pytorch_forward(net: PygNet, data, **_) -> Callable[[], torch.Tensor]:
@@ -230,7 +256,8 @@ def sgnn_forward(net: PygNet, data, **_) -> Callable[[], torch.Tensor]:
     return lambda: twin(data.x, data.edge_index)
 
 
-FRAMEWORKS = {"pytorch": pytorch_forward, "pyg": pyg_forward, "dgl": dgl_forward, "sgnn": sgnn_forward}
+FRAMEWORKS = {"pytorch": pytorch_forward, "pyg": pyg_forward, "pyg-csr": pyg_csr_forward, "dgl": dgl_forward,
+              "sgnn": sgnn_forward}
 
 
 # --- training twins: (forward in train mode, trainable parameters) --------------------------------
@@ -246,11 +273,13 @@ def _leaves(params: list[dict]) -> list[torch.Tensor]:
 
 
 def pyg_trainer(net: PygNet, data, pyg_cached: bool = False, **_):
-    twin = copy.deepcopy(net).train()
-    for conv in twin.convs:
-        if hasattr(conv, "cached"):
-            conv.cached = pyg_cached
+    twin = _cached_twin(net, pyg_cached).train()
     return (lambda: twin(data.x, data.edge_index)), list(twin.parameters())
+
+
+def pyg_csr_trainer(net: PygNet, data, pyg_cached: bool = True, **_):
+    twin, a = _cached_twin(net, pyg_cached).train(), adj_t(data)
+    return (lambda: twin(data.x, a)), list(twin.parameters())
 
 
 def pytorch_trainer(net: PygNet, data, **_):
@@ -269,4 +298,5 @@ def sgnn_trainer(net: PygNet, data, **_):
     return (lambda: twin(data.x, data.edge_index)), list(twin.parameters())
 
 
-TRAINERS = {"pytorch": pytorch_trainer, "pyg": pyg_trainer, "dgl": dgl_trainer, "sgnn": sgnn_trainer}
+TRAINERS = {"pytorch": pytorch_trainer, "pyg": pyg_trainer, "pyg-csr": pyg_csr_trainer, "dgl": dgl_trainer,
+            "sgnn": sgnn_trainer}

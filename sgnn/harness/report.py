@@ -24,6 +24,7 @@ COLUMNS = ("framework", "version", "dataset", "dataset_name", "model", "stand_in
 COLORS = {"pytorch": "#7f7f7f", "pyg": "#ff7f0e", "dgl": "#1f77b4", "sgnn": "#2ca02c"}
 console = Console(stderr=True)                                 # progress, status, warnings
 stdout = Console(width=None if sys.stdout.isatty() else 180)     # the table and result paths
+wide = Console(width=None if sys.stdout.isatty() else 250)       # benchmark tables (many columns)
 
 
 @contextlib.contextmanager
@@ -91,8 +92,46 @@ def print_table(rows: list[dict], title: str, multi: bool | None = None) -> None
             stdout.print(f"[red]{r['framework']}[/] ({r['dataset']}, {r['model']}): {r['error']}")
 
 
-def write_json(rows: list[dict], path: Path) -> None:
-    path.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+def write_json(obj, path: Path) -> None:
+    """``obj`` (rows, or a benchmark's results dict) as indented JSON; the folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_rows_csv(rows: list[dict], path: Path) -> None:
+    """A benchmark's rows as CSV: the union of their scalar fields, in first-seen order."""
+    cols = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, (dict, list))))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def print_grid(title: str, columns: list[str], rows: list[list], right=(), section_by: int | None = 0,
+               caption: list[str] = ()) -> None:
+    """A benchmark table: ``caption`` lines first (e.g. the machine header), cells printed with str(),
+    a rule where column ``section_by`` changes, columns named in ``right`` right-aligned."""
+    for line in caption:
+        wide.print(line, markup=False, highlight=False, soft_wrap=True)
+    t = Table(title=title, title_justify="left")
+    for h in columns:
+        t.add_column(h, justify="right" if h in right else "left", no_wrap=True)
+    prev = None
+    for r in rows:
+        cells = ["" if c is None else str(c) for c in r]
+        if section_by is not None and prev is not None and cells[section_by] != prev:
+            t.add_section()
+        prev = cells[section_by] if section_by is not None else None
+        t.add_row(*cells)
+    wide.print(t)
+
+
+def print_targets(targets: list[dict]) -> None:
+    """PASS / FAIL / n/a lines of ``{"pass": bool | None, "what": str}``."""
+    for t in targets:
+        mark = {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "[yellow]n/a [/]"}[t["pass"]]
+        wide.print(f"{mark}  {t['what']}", highlight=False, soft_wrap=True)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -190,3 +229,38 @@ def _tick(rows: list[dict], model: str, dataset: str, baseline: str) -> str:
 
 def _wrap(label: str) -> str:
     return label.replace(" (", "\n(").replace(": ", ":\n")
+
+
+def write_results(out_dir: Path, results: dict) -> None:
+    """A benchmark entry's results.json (machine header, config, rows, targets) and results.csv (rows)."""
+    write_json(results, Path(out_dir) / "results.json")
+    if results.get("rows"):
+        write_rows_csv(results["rows"], Path(out_dir) / "results.csv")
+    csv_note = ", results.csv" if results.get("rows") else ""
+    stdout.print(f"results: {Path(out_dir) / 'results.json'}{csv_note}")
+
+
+def load_note(rows: list[dict], threshold: float = 0.2) -> str | None:
+    """How busy other processes were while the rows were timed (None when nothing was measured)."""
+    loads = [r["others_cores"] for r in rows if isinstance(r.get("others_cores"), float)
+             and not math.isnan(r["others_cores"])]
+    if not loads:
+        return None
+    busy = max(loads)
+    return (f"{'WARNING' if busy >= threshold else 'note'}: other processes used up to {busy:.2f} cores "
+            f"during timed sections (mean {sum(loads) / len(loads):.2f})"
+            + ("; rows with a high 'others' value are unreliable" if busy >= threshold else ""))
+
+
+def busy_note(*rows, threshold: float = 0.3) -> str:
+    """' [UNRELIABLE: ...]' when other processes were busy while any of these rows was timed."""
+    busy = [f"{r['framework']} {r['others_cores']:.2f}" for r in rows
+            if r is not None and (r.get("others_cores") or 0.0) >= threshold]
+    return f" [UNRELIABLE: other processes used cores while timing: {', '.join(busy)}]" if busy else ""
+
+
+def ms(v: float | None) -> str:
+    """Milliseconds with 3 significant-ish digits (— for None)."""
+    if v is None:
+        return "—"
+    return f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 1000 else f"{v:.0f}"

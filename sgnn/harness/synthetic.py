@@ -8,10 +8,11 @@ train/val/test split. ``load(params, cache_dir)`` caches it as ``.npy`` files ke
 
 The model: node weights ``theta_i ~ (i+1)^(-1/(gamma-1))`` (power-law expected degrees, ids shuffled);
 power-law community sizes; a node joins a community big enough to hold its intra edges (so hubs
-keep their degree); each edge picks ``u ~ theta`` and, with probability ``intra``, ``v ~ theta``
-inside u's community, else ``v ~ theta`` anywhere. Labels follow the community (a class per
-community, ``label_noise`` of the nodes relabelled); features are a community centroid times
-``signal`` plus unit noise, so neighbour averaging helps a GNN.
+keep their degree); every community belongs to a category (= class, Zipf sizes, as products'
+product categories). Each edge picks ``u ~ theta`` and ``v ~ theta`` inside u's community (probability
+``intra``), else inside u's category (``category_locality``), else anywhere. Labels are the category
+(``label_noise`` of the nodes relabelled); features are a community centroid times ``signal`` plus
+unit noise, so neighbour averaging helps a GNN.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = 1                     # bump when the generator's output changes (it is part of the cache key)
+VERSION = 2                     # bump when the generator's output changes (it is part of the cache key)
 CHUNK = 1 << 23                 # edges sampled per chunk (fixed: part of the determinism)
 ARRAYS = ("rowptr", "col", "community", "y", "split", "x")
 
@@ -41,6 +42,7 @@ class Params:
     degree_exponent: float = 3.0        # gamma of the expected-degree power law
     community_exponent: float = 0.8     # community sizes ~ rank^(-this)
     intra: float = 0.85                 # probability that an edge stays inside its community
+    category_locality: float = 0.8      # of the other edges: probability to stay inside the category
     label_noise: float = 0.2
     signal: float = 0.5                 # centroid scale of the features (noise std 1)
     split: tuple = (0.0803, 0.0161)     # train, val fractions (ogbn-products: 196615, 39323 of 2449029)
@@ -82,13 +84,14 @@ def build(p: Params) -> CommunityGraph:
     if p.num_edges > p.num_nodes * (p.num_nodes - 1) // 4:
         raise ValueError(f"synthetic: expected num_edges <= n(n-1)/4 = {p.num_nodes * (p.num_nodes - 1) // 4} "
                          f"for a sparse graph (got {p.num_edges})")
-    rngs = [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(p.seed).spawn(5)]
+    rngs = [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(p.seed).spawn(6)]
     theta = _weights(p, rngs[0])
     community = _communities(p, theta, rngs[1])
-    keys = _edge_keys(p, theta, community, rngs[2])
+    category = _prior_choice(p.num_classes, p.num_communities, rngs[5])      # the class of each community
+    keys = _edge_keys(p, theta, community, category, rngs[2])
     rowptr, col = _csr_from_keys(keys, p.num_nodes)
     del keys
-    y, split = _labels(p, community, rngs[3])
+    y, split = _labels(p, category[community], rngs[3])
     x = _features(p, community, rngs[4])
     return CommunityGraph(p, rowptr, col, community, y, split, x)
 
@@ -111,15 +114,15 @@ def _communities(p: Params, theta: np.ndarray, rng) -> np.ndarray:
     return np.searchsorted(cum, r, side="right").clip(0, p.num_communities - 1).astype(np.int32)
 
 
-def _edge_keys(p: Params, theta, community, rng) -> np.ndarray:
+def _edge_keys(p: Params, theta, community, category, rng) -> np.ndarray:
     """Sorted distinct keys ``u * N + v`` (u < v) of exactly ``num_edges`` edges."""
-    order = np.argsort(community, kind="stable")            # position space: nodes grouped by community
+    c = p.num_communities
+    block = category.astype(np.int64) * c + np.arange(c)      # position space: by category, then community
+    order = np.argsort(block[community], kind="stable")
     cw = np.cumsum(theta[order])
-    counts = np.bincount(community, minlength=p.num_communities)
-    end = np.cumsum(counts)
-    start = end - counts
-    base = np.where(start > 0, cw[np.maximum(start - 1, 0)], 0.0)
-    ctx = (order, cw, community[order], start, end, base, cw[np.maximum(end - 1, 0)] - base)
+    ranges = [_ranges(cw, np.bincount(community, minlength=c), np.argsort(block)),
+              _ranges(cw, np.bincount(category[community], minlength=p.num_classes), None)]
+    ctx = (order, cw, community[order], category, ranges)
     keys = _sample(p, ctx, int(p.num_edges * 1.03) + 1024, rng)
     while keys.size < p.num_edges:                          # top up (duplicates among hubs are dropped)
         keys = _merge(keys, _sample(p, ctx, int((p.num_edges - keys.size) * 1.5) + 1024, rng))
@@ -131,13 +134,23 @@ def _edge_keys(p: Params, theta, community, rng) -> np.ndarray:
     return keys
 
 
+def _ranges(cw: np.ndarray, counts: np.ndarray, order):
+    """(start, end, base weight, weight) of groups laid out contiguously in position space, in ``order``."""
+    order = np.arange(counts.size) if order is None else order
+    end = np.empty(counts.size, dtype=np.int64)
+    end[order] = np.cumsum(counts[order])
+    start = end - counts
+    base = np.where(start > 0, cw[np.maximum(start - 1, 0)], 0.0)
+    return start, end, base, np.where(counts > 0, cw[np.maximum(end - 1, 0)] - base, 0.0)
+
+
 def _sample(p: Params, ctx, count: int, rng) -> np.ndarray:
     """``count`` sampled pairs as sorted distinct keys (self loops dropped)."""
     out = np.empty(count, dtype=np.int64)
     n, filled = p.num_nodes, 0
     for lo in range(0, count, CHUNK):
         k = min(CHUNK, count - lo)
-        u, v = _pairs(ctx, k, p.intra, rng)
+        u, v = _pairs(ctx, k, p.intra, p.category_locality, rng)
         ok = u != v
         u, v = u[ok], v[ok]
         a, b = np.minimum(u, v).astype(np.int64), np.maximum(u, v).astype(np.int64)
@@ -148,20 +161,24 @@ def _sample(p: Params, ctx, count: int, rng) -> np.ndarray:
     return out[np.concatenate(([True], out[1:] != out[:-1]))] if out.size else out
 
 
-def _pairs(ctx, k: int, intra: float, rng):
-    """k endpoint pairs: u ~ theta (sorted queries: cache-friendly), v ~ theta in u's community or anywhere."""
-    order, cw, comm_sorted, start, end, base, weight = ctx
-    total = cw[-1]
-    pu = _lookup(cw, np.sort(rng.random(k) * total))
+def _pairs(ctx, k: int, intra: float, local: float, rng):
+    """k endpoint pairs: u ~ theta (sorted queries: cache-friendly); v ~ theta inside u's community
+    (``intra``), else inside its category (``local``), else anywhere."""
+    order, cw, comm_sorted, category, ranges = ctx
+    pu = _lookup(cw, np.sort(rng.random(k) * cw[-1]))
     c = comm_sorted[pu]
-    inside = rng.random(k) < intra
-    q = rng.random(k)
-    q = np.where(inside, base[c] + q * weight[c], q * total)
+    level = np.where(rng.random(k) < intra, 0, np.where(rng.random(k) < local, 1, 2))
+    group = np.where(level == 0, c, category[c])
+    q, lo, hi = rng.random(k) * cw[-1], np.zeros(k, np.int64), np.full(k, cw.size - 1)
+    for lv in (0, 1):
+        m = level == lv
+        start, end, base, weight = (a[group[m]] for a in ranges[lv])
+        q[m] = base + q[m] / cw[-1] * weight
+        lo[m], hi[m] = start, end - 1
     idx = np.argsort(q)
     pv = np.empty(k, dtype=np.int64)
     pv[idx] = _lookup(cw, q[idx])
-    pv = np.where(inside, np.clip(pv, start[c], end[c] - 1), pv)
-    return order[pu], order[pv]
+    return order[pu], order[np.clip(pv, lo, hi)]
 
 
 def _lookup(cw: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -204,13 +221,17 @@ def _place(keys: np.ndarray, offset: np.ndarray, n: int, col: np.ndarray) -> Non
         col[np.arange(lo, lo + k.size) + offset[r]] = (k - r * n).astype(np.int32)
 
 
-def _labels(p: Params, community, rng):
-    """A class per community (Zipf class sizes), ``label_noise`` of the nodes relabelled; random split."""
-    prior = 1.0 / np.arange(1, p.num_classes + 1)
-    prior /= prior.sum()
-    y = rng.choice(p.num_classes, p.num_communities, p=prior)[community]
+def _prior_choice(classes: int, size: int, rng) -> np.ndarray:
+    """``size`` draws from Zipf class sizes (prior ~ 1/rank)."""
+    prior = 1.0 / np.arange(1, classes + 1)
+    return rng.choice(classes, size, p=prior / prior.sum())
+
+
+def _labels(p: Params, y: np.ndarray, rng):
+    """The community's class, ``label_noise`` of the nodes relabelled; a random split."""
+    y = y.copy()
     noisy = rng.random(p.num_nodes) < p.label_noise
-    y[noisy] = rng.choice(p.num_classes, int(noisy.sum()), p=prior)
+    y[noisy] = _prior_choice(p.num_classes, int(noisy.sum()), rng)
     split = np.full(p.num_nodes, 2, dtype=np.int8)
     perm = rng.permutation(p.num_nodes)
     a = round(p.split[0] * p.num_nodes)
@@ -260,3 +281,57 @@ def _open(p: Params, folder: Path) -> CommunityGraph:
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in ARRAYS}
     stats = json.loads((folder / "meta.json").read_text())["stats"]
     return CommunityGraph(p, **arrays, info={"cache": str(folder), **stats})
+
+
+# --- the products stand-in in the harness ------------------------------------------------------------
+
+def params_from_config(si, seed: int) -> Params:
+    """``Params`` from a dataset config's ``stand_in`` block (configs/dataset/products.yaml)."""
+    return Params(num_nodes=int(si.nodes), num_edges=int(si.edges), num_communities=int(si.communities),
+                  num_classes=int(si.classes), num_features=int(si.features),
+                  degree_exponent=float(si.degree_exponent), community_exponent=float(si.community_exponent),
+                  intra=float(si.intra), category_locality=float(si.category_locality),
+                  label_noise=float(si.label_noise), signal=float(si.signal),
+                  split=tuple(float(v) for v in si.split), seed=int(seed))
+
+
+def announced(ds, folder, missing: list, total: int, cache_dir) -> CommunityGraph:
+    """``load`` of the stand-in configured by ``ds``, said loudly on stderr (the real files are missing)."""
+    import sys
+    p = params_from_config(ds.stand_in, int(ds.seed))
+    print(f"\n*** {ds.name}: ogbn-products is not under {folder} (missing {len(missing)} of {total} OGB files, "
+          f"e.g. {missing[0]}).\n*** Using a SYNTHETIC STAND-IN of its size ({p.num_nodes} nodes, {p.num_edges} "
+          f"undirected edges, {p.num_communities} communities); accuracy is NOT comparable to ogbn-products.\n",
+          file=sys.stderr, flush=True)
+    return load(p, cache_dir)
+
+
+def harness_graph(ds, g: CommunityGraph):
+    """The stand-in as a harness ``Graph``: labelled, accuracy not comparable, already clean."""
+    from .data import Graph
+    data, note = pyg_data(g)
+    return Graph(data, ds.name, stand_in_label(ds.name), stand_in=True, accuracy_comparable=False, note=note,
+                 info={"clean": True, "synthetic": True, "cache": g.info.get("cache"),
+                       "communities": g.params.num_communities, "generator_key": g.params.key()})
+
+
+def stand_in_label(name: str) -> str:
+    return f"{name} (stand-in: synthetic graph, features and labels)"
+
+
+def pyg_data(g: CommunityGraph):
+    """(PyG ``Data`` with edge_index int64 [2, 2E] and masks, a note describing the stand-in)."""
+    import torch
+    from torch_geometric.data import Data
+    p, n = g.params, g.num_nodes
+    rows = torch.repeat_interleave(torch.arange(n), torch.from_numpy(g.degree().astype(np.int64)))
+    ei = torch.stack([rows, torch.from_numpy(g.col.astype(np.int64))])
+    split = torch.from_numpy(np.array(g.split))
+    data = Data(x=torch.from_numpy(np.array(g.x)), edge_index=ei, y=torch.from_numpy(g.y.astype(np.int64)),
+                train_mask=split == 0, val_mask=split == 1, test_mask=split == 2)
+    note = (f"synthetic degree-corrected block model with ogbn-products' sizes: {n} nodes, {p.num_edges} "
+            f"undirected edges ({ei.size(1)} stored), {p.num_communities} communities in {p.num_classes} "
+            f"categories ({g.info['intra_fraction']:.0%} of edges inside a community), power-law degrees "
+            f"(max {g.info['max_degree']}); features and labels follow the communities; accuracy not "
+            f"comparable to ogbn-products")
+    return data, note

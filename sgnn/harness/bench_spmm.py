@@ -1,0 +1,280 @@
+"""``python run.py bench=spmm``: Y = A X in sgnn vs torch.sparse.mm (CSR), DGL's u_mul_e_sum and scipy.
+
+A is the GCN-normalised adjacency D^-1/2 (A + I) D^-1/2 of each ``bench.datasets`` graph (loaded by the
+harness: the same graph for the same seed in every entry), shared where a framework can share sgnn's
+int32 CSR; X is n x F float32 for each ``bench.features``. Every output is checked against sgnn's before
+it is timed; timed sgnn calls run under ``sgnn.config(assert_cached=True)``. scipy runs on one thread.
+
+Per (graph, F, framework): median and p10-p90 ms, GFLOP/s (2 nnz F / t), the fraction of the memory
+floor (4(n+1) + 8 nnz + 8 n F bytes over the copy bandwidth) and of the gather roofline (bytes gathered,
+4 nnz F, plus bytes streamed, 4(n+1) + 8 nnz + 4 n F, over the best bandwidth of gathering nnz random
+rows (at most ``gather_buffer_mib`` of them) of width F from an n x F matrix, measured per (graph, F)),
+sgnn's speedup, other processes' load.
+Then the latencies (spmm_latency.py) on the first graph, and PASS/FAIL against ``bench.targets``.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+
+import torch
+from omegaconf import OmegaConf
+
+from . import cases
+from .machine import Quiet, copy_bandwidth, gather_bandwidth, header_lines, log, machine_info
+from .models import gcn_edge_weights
+from .report import load_note, print_grid, print_targets, stdout, versions, write_results
+from .spmm_latency import SPEC, first_compile, new_process, warm_call
+from .spmm_latency import lines as latency_lines
+from .timing import adaptive_repetitions, time_calls
+
+FRAMEWORKS = ("sgnn", "torch.sparse.mm", "dgl", "scipy")
+
+
+@dataclass
+class Operator:
+    """The GCN-normalised adjacency of a graph: edges with self loops (row 0 source, row 1 target)."""
+
+    name: str
+    label: str
+    n: int
+    edge_index: torch.Tensor
+    weight: torch.Tensor
+
+    @property
+    def nnz(self) -> int:
+        return int(self.edge_index.size(1))
+
+
+def operator(graph) -> Operator:
+    d = graph.data
+    src, dst, w = gcn_edge_weights(d.edge_index, d.num_nodes)
+    return Operator(graph.name, graph.label, int(d.num_nodes), torch.stack([src, dst]), w.contiguous())
+
+
+def floor_bytes(n: int, nnz: int, f: int) -> int:
+    """Fewest bytes an SpMM must move: pos, crd + values once (int32, float32), X read, Y written once."""
+    return 4 * (n + 1) + 8 * nnz + 8 * n * f
+
+
+def roofline_bytes(n: int, nnz: int, f: int) -> int:
+    """Bytes at gather bandwidth: nnz rows of X gathered, plus pos, crd, values and Y streamed."""
+    return 4 * nnz * f + 4 * (n + 1) + 8 * nnz + 4 * n * f
+
+
+def prepare(op: Operator, frameworks) -> dict:
+    """Per framework, X -> A X on the same matrix A[target, source]."""
+    import sgnn
+    A = sgnn.SparseTensor.from_edge_index(op.edge_index, num_nodes=op.n, values=op.weight)
+    fns = {"sgnn": lambda X: sgnn.einsum(SPEC, A, X)}
+    if "torch.sparse.mm" in frameworks:
+        T = A.to_torch()                            # shares sgnn's int32 pos/crd and values
+        fns["torch.sparse.mm"] = lambda X: torch.sparse.mm(T, X)
+    if "dgl" in frameworks:
+        import dgl
+        g = dgl.graph((op.edge_index[0], op.edge_index[1]), num_nodes=op.n)
+        g.create_formats_()
+        w = op.weight.view(-1, 1)                   # messages flow src -> dst: out[dst] = sum w * X[src]
+        fns["dgl"] = lambda X: dgl.ops.u_mul_e_sum(g, X, w)
+    if "scipy" in frameworks:
+        S = A.to_scipy()                            # csr_matrix over the same arrays
+        fns["scipy"] = lambda X: S @ X.numpy()
+    return fns
+
+
+def _tensor(y) -> torch.Tensor:
+    return y if isinstance(y, torch.Tensor) else torch.from_numpy(y)
+
+
+def _verify(fw: str, fn, X, y, ref) -> dict:
+    err = float((y - ref).abs().max())
+    out = {"max_abs_diff": err, "verified": bool(torch.allclose(y, ref, rtol=1e-4, atol=1e-4))}
+    if not out["verified"]:                         # flaky or wrong? call it again a few times
+        out["mismatch_again"] = [float((_tensor(fn(X)) - ref).abs().max()) for _ in range(3)]
+        log(f"MISMATCH {fw}: max |diff| = {err:.3g}; 3 more calls: {out['mismatch_again']}")
+    return out
+
+
+def measure(fw: str, fn, X, ref, b, quiet: Quiet) -> tuple[dict, torch.Tensor | None]:
+    """Check ``fn(X)`` against ``ref``, then time it; (row, output), the row says 'error' on failure."""
+    import sgnn
+    row = {"framework": fw, "threads": 1 if fw == "scipy" else torch.get_num_threads()}
+    try:
+        t0 = time.perf_counter()
+        y = _tensor(fn(X))
+        row["first_call_s"] = time.perf_counter() - t0
+        if ref is not None:
+            row.update(_verify(fw, fn, X, y, ref))
+        reps, _ = adaptive_repetitions(lambda: fn(X), int(b.repetitions), int(b.min_repetitions),
+                                       float(b.budget_s))
+
+        def block():
+            with sgnn.config(assert_cached=True):
+                return time_calls(lambda: fn(X), reps, int(b.warmup))
+        t, load = quiet.timed(block)
+    except Exception as e:                          # report, keep measuring the others
+        row.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        log(f"ERROR {fw}:\n{row['traceback']}")
+        return row, None
+    return {**row, **t.asdict(), **load}, y
+
+
+def bench_graph(op: Operator, b, quiet: Quiet, copy_bw: float) -> tuple[list[dict], list[dict]]:
+    """Rows of every (F, framework) on one graph, and the gather roofline per F."""
+    fns, rows, roofs = prepare(op, list(b.frameworks)), [], []
+    gen = torch.Generator().manual_seed(1234)
+    cap, reps = int(b.gather_buffer_mib) * 2**20, int(b.gather_reps)
+    for f in b.features:
+        f = int(f)
+        X = torch.randn(op.n, f, generator=gen)
+        k = max(1, min(op.nnz, cap // (4 * f)))
+        roof, load = quiet.timed(lambda f=f, k=k: gather_bandwidth(op.n, f, k, reps))
+        roofs.append({"dataset": op.name, **roof, **load})
+        sg, ref = measure("sgnn", fns["sgnn"], X, None, b, quiet)
+        if ref is None and "torch.sparse.mm" in fns:    # sgnn failed: check the others against torch
+            ref = _tensor(fns["torch.sparse.mm"](X))
+        done = [sg] + [measure(fw, fns[fw], X, ref, b, quiet)[0] for fw in b.frameworks if fw != "sgnn"]
+        for r in done:
+            r.update(dataset=op.name, label=op.label, n=op.n, nnz=op.nnz, F=f)
+            _derived(r, sg, copy_bw, roof["bytes_per_s"])
+        rows += done
+        log(f"{op.name} F={f}: " + ", ".join(f"{r['framework']} {r['median_ms']:.3f} ms" for r in done
+                                            if "median_ms" in r))
+    return rows, roofs
+
+
+def _derived(r: dict, sg: dict, copy_bw: float, gather_bw: float) -> None:
+    if "median_ms" not in r:
+        return
+    s, n, nnz, f = r["median_ms"] / 1e3, r["n"], r["nnz"], r["F"]
+    r["gflops"] = 2 * nnz * f / s / 1e9
+    r["floor_fraction"] = floor_bytes(n, nnz, f) / copy_bw / s
+    r["gather_bytes_per_s"] = gather_bw
+    r["roofline_fraction"] = roofline_bytes(n, nnz, f) / gather_bw / s
+    if r is not sg and "median_ms" in sg:
+        r["sgnn_speedup"] = r["median_ms"] / sg["median_ms"]
+
+
+def latencies(op: Operator, cfg, quiet: Quiet, errors: dict, stage: str) -> dict:
+    """``stage`` 'compile' (before anything else compiled) or 'after' (warm call, new process)."""
+    b, out = cfg.bench, {}
+    steps = {"compile": {"first_compile": lambda: first_compile(op, [16, 64])},
+             "after": {"warm_call": lambda: warm_call(op, int(b.warm_calls)),
+                       "new_process": lambda: new_process(op, int(cfg.threads), int(b.new_process_runs))}}
+    for key, fn in steps[stage].items():
+        try:
+            value, load = quiet.timed(fn, retries=0)
+            out[key] = value
+            out[f"{key}_load"] = load
+        except Exception:
+            errors[key] = traceback.format_exc()
+            log(f"ERROR {key}:\n{errors[key]}")
+    return out
+
+
+def targets(rows: list[dict], lat: dict, t) -> list[dict]:
+    """PASS/FAIL of every target of ``bench.targets`` that this run measured."""
+    res = []
+    for r in rows:
+        need = t.speedup_vs_torch.get(r["dataset"])
+        if r["framework"] != "torch.sparse.mm" or need is None or \
+                (r["dataset"] == "arxiv" and r["F"] < int(t.arxiv_min_features)):
+            continue
+        s = r.get("sgnn_speedup")
+        res.append({"pass": s is not None and s >= need,
+                    "what": f"sgnn vs torch.sparse.mm on {r['dataset']}, F={r['F']}: "
+                            f"{f'{s:.2f}×' if s is not None else 'n/a (error)'} (target ≥ {need}×)"})
+    if lat.get("first_compile"):
+        ms = lat["first_compile"][0]["ms"]
+        res.append({"pass": ms < float(t.first_compile_ms),
+                    "what": f"first compile of a new kernel: {ms:.0f} ms (target < {t.first_compile_ms} ms)"})
+    if lat.get("new_process"):
+        p = lat["new_process"]
+        res.append({"pass": p["warm_median_ms"] < float(t.new_process_ms),
+                    "what": f"new process, warm disk cache, first SpMM after import: "
+                            f"{p['warm_median_ms']:.1f} ms (median of {len(p['warm_first_spmm_ms'])}; "
+                            f"target < {t.new_process_ms} ms)"})
+    if lat.get("warm_call"):
+        w = lat["warm_call"]
+        res.append({"pass": w["sgnn_median_us"] < float(t.warm_call_us),
+                    "what": f"warm in-process call, F=16: {w['sgnn_median_us']:.1f} µs (median of "
+                            f"{w['calls']}; target < {t.warm_call_us} µs)"})
+    return res
+
+
+def run(cfg, out_dir) -> dict:
+    """The SpMM benchmark; writes results.json / results.csv to ``out_dir`` and returns the results."""
+    import sgnn
+    b, quiet = cfg.bench, Quiet(cfg.quiet)
+    bad = [f for f in b.frameworks if f not in FRAMEWORKS]
+    if bad or "sgnn" not in b.frameworks:
+        raise ValueError(f"bench.frameworks: expected sgnn plus some of {FRAMEWORKS} "
+                         f"(got {list(b.frameworks)})")
+    info = {**machine_info(), "sgnn": sgnn.__version__}
+    bw, load = quiet.timed(lambda: copy_bandwidth(int(b.bandwidth_mib), int(b.bandwidth_reps)))
+    bw.update(load)
+    log(f"copy bandwidth (read+write, {cfg.threads} threads): {bw['gb_per_s']:.2f} GB/s")
+    rows, roofs, graphs, lat, errors, first = [], [], {}, {}, {}, None
+    for _, g in cases.graphs(cfg, b.datasets):
+        op = operator(g)
+        graphs[g.name] = {**cases.graph_info(g), "nnz_with_self_loops": op.nnz}
+        if first is None and b.latency:
+            first, lat = op, latencies(op, cfg, quiet, errors, "compile")
+        r, roof = bench_graph(op, b, quiet, bw["bytes_per_s"])
+        rows, roofs = rows + r, roofs + roof
+    if first is not None:
+        lat.update(latencies(first, cfg, quiet, errors, "after"))
+    res = targets(rows, lat, b.targets)
+    results = {"bench": "spmm", "machine": info, "versions": versions(), "config": OmegaConf.to_container(b),
+               "bandwidth": bw, "graphs": graphs, "gather_roofline": roofs, "rows": rows, "latency": lat,
+               "latency_graph": first.label if first else None, "targets": res, "errors": errors}
+    report(results)
+    write_results(out_dir, results)
+    return results
+
+
+def report(res: dict) -> None:
+    """Header, the SpMM table, the roofline table, latencies, targets."""
+    info, bw = res["machine"], res["bandwidth"]
+    head = header_lines(info) + [
+        f"torch {info['torch']}, sgnn {info['sgnn']}; {info['threads']} threads for torch/DGL/sgnn, scipy 1",
+        (f"copy bandwidth: {bw['gb_per_s']:.2f} GB/s (median of {bw['reps']} dst.copy_(src), {bw['mib']} MiB "
+         f"float32, read+write bytes; best {bw['best_gb_per_s']:.2f})")]
+    head += [f"graph {k}: {g['label']}; n={g['nodes']:,}, nnz={g['nnz_with_self_loops']:,} (with self loops)"
+             for k, g in res["graphs"].items()]
+    print_grid("SpMM Y = A·X, float32, GCN-normalised A; % floor: memory floor over copy bandwidth; % roof: "
+               "gather roofline (gathered + streamed bytes over the gather bandwidth of that graph and F); "
+               "sgnn speedup = framework time / sgnn time; others = cores used by other processes",
+               COLUMNS, [_cells(r) for r in res["rows"]], caption=head, right=set(COLUMNS) - LEFT)
+    cols = ["dataset", "n", "F", "rows", "GB/s (best)", "GB/s (median)", "runs", "others"]
+    print_grid("Gather roofline (the best run is the roofline): torch.index_select of nnz random rows (at "
+               "most a buffer's worth) of an n × F matrix, int32 indices; bytes = rows·F·4 + rows·4", cols,
+               [[g["dataset"], f"{g['n']:,}", g["F"], f"{g['rows']:,}", f"{g['best_gb_per_s']:.2f}",
+                 f"{g['median_gb_per_s']:.2f}", g["reps"], f"{g['others_cores']:.2f}"]
+                for g in res["gather_roofline"]], caption=header_lines(info), right=set(cols[1:]))
+    lat = res["latency"]
+    for line in latency_lines(lat.get("first_compile"), lat.get("new_process"), lat.get("warm_call"),
+                              res["latency_graph"] or ""):
+        stdout.print(line, highlight=False)
+    errors = [{"pass": False, "what": f"{k}: error (traceback above)"} for k in res["errors"]]
+    print_targets(res["targets"] + errors)
+    note = load_note(res["rows"])
+    if note:
+        stdout.print(note, highlight=False)
+
+
+COLUMNS = ["dataset", "n", "nnz", "F", "framework", "thr", "median ms", "p10–p90 ms", "GFLOP/s", "% floor",
+           "% roof", "sgnn speedup", "check", "others"]
+LEFT = {"dataset", "framework", "check"}
+
+
+def _cells(r: dict) -> list:
+    head = [r["dataset"], f"{r['n']:,}", f"{r['nnz']:,}", r["F"], r["framework"], r["threads"]]
+    if "median_ms" not in r:
+        return head + ["ERROR", r.get("error", "")[:60]] + [""] * 6
+    check = "ref" if r["framework"] == "sgnn" else ("ok" if r.get("verified") else "MISMATCH")
+    speedup = f"{r['sgnn_speedup']:.2f}×" if "sgnn_speedup" in r else "—"
+    return head + [f"{r['median_ms']:.3f}", f"{r['p10_ms']:.3f}–{r['p90_ms']:.3f}", f"{r['gflops']:.2f}",
+                   f"{100 * r['floor_fraction']:.1f}%", f"{100 * r['roofline_fraction']:.1f}%", speedup,
+                   check, f"{r['others_cores']:.2f}"]

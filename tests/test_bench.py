@@ -1,0 +1,160 @@
+"""The benchmark entries of the one harness (bench=spmm, layers, train, scale): config groups, case
+composition, and smoke runs on tiny synthetic graphs (1-2 repetitions, no waiting for a quiet machine)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from sgnn.harness import compose, load, main
+from sgnn.harness.cases import case
+from sgnn.harness.machine import gather_bandwidth, header_lines, machine_info
+from sgnn.harness.timing import Timing
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["dataset=synthetic", "dataset.nodes=300", "dataset.edges=1500", "dataset.features=16",
+        "dataset.classes=4", "threads=1", "progress=false", "quiet.wait_s=0", "quiet.retries=0",
+        "quiet.sample_s=0"]
+
+
+def entry(name: str, tmp_path: Path, *extra: str) -> list[str]:
+    """Overrides of a tiny run of ``bench=name`` on the synthetic graph."""
+    return [f"bench={name}", "bench.datasets=[synthetic]", *TINY, *cache(tmp_path), *extra]
+
+
+def cache(tmp_path: Path) -> list[str]:
+    return [f"data.cache={tmp_path / 'data'}"]
+
+
+# --- configs -------------------------------------------------------------------------------------
+
+def test_bench_group_defaults_to_e2e_and_each_entry_has_its_settings():
+    e2e = compose(["dataset=cora", "model=gcn"])
+    assert e2e.bench.name == "e2e" and e2e.bench.repetitions == 50 and not e2e.data.allow_stand_in
+    spmm = compose(["bench=spmm"]).bench
+    assert list(spmm.datasets) == ["cora", "pubmed", "arxiv"] and list(spmm.features) == [16, 64, 128, 256]
+    assert list(compose(["bench=layers"]).bench.models) == ["gcn", "sage", "gat", "gcn2", "sage2", "gat2"]
+    train = compose(["bench=train"])
+    assert list(train.bench.datasets) == ["cora", "citeseer", "pubmed", "arxiv"] and train.bench.epochs >= 20
+    assert train.data.allow_stand_in and train.threads == 2
+    scale = compose(["bench=scale", "bench.limits.dgl.timeout_min=3"]).bench
+    assert scale.memory_limit_gib == 20 and scale.limits.dgl.timeout_min == 3
+    assert (scale.model_overrides.gat.heads, scale.model_overrides.gat.hidden) == (4, 64)
+
+
+def test_case_swaps_dataset_and_model_groups_and_keeps_the_selected_overrides():
+    cfg = compose(TINY)
+    assert case(cfg, "synthetic").dataset.nodes == 300                 # the command line's graph
+    gat = case(cfg, "arxiv", "gat")
+    assert (gat.dataset.name, gat.model.hidden, gat.model.heads) == ("arxiv", 32, 8)   # dataset_model sizes
+    assert case(cfg, "synthetic", "sage", {"layers": 3}).model.layers == 3
+    assert cfg.model.name == "gcn" and cfg.dataset.nodes == 300         # cfg itself unchanged
+
+
+def test_same_seed_same_graph_in_every_entry(tmp_path):
+    a = load(case(compose(["bench=spmm", *cache(tmp_path)]), "synthetic")).data
+    b = load(compose(["dataset=synthetic", *cache(tmp_path)])).data
+    assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.x, b.x)
+
+
+def test_machine_header_and_gather_roofline():
+    info = machine_info()
+    lines = header_lines(info)
+    assert info["cpu"] in lines[0] and lines[1].startswith("flags: ") and info["flags"] in lines[1]
+    g = gather_bandwidth(1000, 8, 5000, reps=2)
+    assert g["bytes"] == 5000 * 8 * 4 + 5000 * 4 and g["best_gb_per_s"] >= g["median_gb_per_s"] > 0
+
+
+def test_timing_quantiles():
+    t = Timing.of([float(v) for v in range(1, 12)], warmup=2)
+    assert (t.median_ms, t.min_ms, t.p10_ms, t.p90_ms, t.repetitions) == (6.0, 1.0, 2.0, 10.0, 11)
+
+
+def test_experiments_common_keeps_the_names_dist_inference_imports():
+    spec = importlib.util.spec_from_file_location("bench_common", REPO / "experiments" / "common.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod._vm_hwm_bytes() > 0 and "cpu" in mod.machine_info()
+    assert callable(mod.set_threads) and callable(mod.write_json)
+
+
+# --- smoke runs ----------------------------------------------------------------------------------
+
+def test_spmm_entry(tmp_path):
+    res = main(entry("spmm", tmp_path,
+        "bench.features=[16]", "bench.repetitions=2", "bench.min_repetitions=1", "bench.warmup=1",
+        "bench.bandwidth_mib=8", "bench.bandwidth_reps=2", "bench.gather_reps=2", "bench.new_process_runs=1",
+        "bench.warm_calls=20"), tmp_path / "out")
+    rows = res["rows"]
+    assert [r["framework"] for r in rows] == ["sgnn", "torch.sparse.mm", "dgl", "scipy"]
+    for r in rows:
+        assert "error" not in r, r.get("traceback")
+        assert r["median_ms"] > 0 and r["floor_fraction"] > 0 and r["roofline_fraction"] > 0
+        assert r["framework"] == "sgnn" or (r["verified"] and r["sgnn_speedup"] > 0)
+    assert len(res["gather_roofline"]) == 1 and res["gather_roofline"][0]["rows"] == rows[0]["nnz"]
+    assert {"first_compile", "warm_call", "new_process"} <= set(res["latency"]) and not res["errors"]
+    what = " ".join(t["what"] for t in res["targets"])
+    assert "first compile" in what and "new process" in what and "warm in-process call" in what
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["machine"]["flags"] == machine_info()["flags"]
+    assert (tmp_path / "out" / "results.csv").exists()
+
+
+def test_layers_entry(tmp_path):
+    res = main(entry("layers", tmp_path, "bench.models=[gcn,gat2]", "bench.repetitions=2",
+                     "bench.frameworks=[pyg,pyg-cached,pyg-csr,dgl,sgnn]", "bench.min_repetitions=1"),
+               tmp_path / "out")
+    rows = res["rows"]
+    assert [(r["model"], r["framework"]) for r in rows] == [
+        ("gcn", "pyg"), ("gcn", "pyg-cached"), ("gcn", "pyg-csr"), ("gcn", "dgl"), ("gcn", "sgnn"),
+        ("gat2", "pyg"), ("gat2", "pyg-csr"), ("gat2", "dgl"), ("gat2", "sgnn")]
+    for r in rows:
+        assert "error" not in r, r.get("traceback")
+        assert r["median_ms"] > 0 and r["peak_rss_mib"] >= 0 and r["mem_method"] in ("VmHWM", "sampler")
+        assert r.get("check") == "ref" or r["verified"]
+    assert any("peak ΔRSS" in t["what"] for t in res["targets"])
+
+
+def test_train_entry(tmp_path):
+    res = main(entry("train", tmp_path, "bench.models=[gcn,gat]", "bench.warmup=1", "bench.epochs=2",
+                     "bench.targets.gat_memory_dataset=synthetic"), tmp_path / "out")
+    assert all("error" not in r and r["median_ms"] > 0 and "peak_rss_mib" in r for r in res["rows"])
+    assert {r["framework"] for r in res["rows"]} == {"sgnn", "pyg", "pyg-csr", "dgl"}
+    gcn, gat = res["summary"]
+    assert gcn["pyg_path"] in ("pyg", "pyg-csr") and gcn["vs_pyg"] > 0 and gcn["vs_dgl"] > 0
+    assert gat["mem_vs_pyg"] is not None
+    assert sum("peak ΔRSS" in t["what"] for t in res["targets"]) == 1 and len(res["targets"]) == 5
+
+
+def test_scale_entry_records_oom_and_timeout_per_subprocess(tmp_path):
+    res = main(entry("scale", tmp_path, "bench.models=[sage]", "bench.frameworks=[sgnn,pyg,dgl]",
+                     "bench.repetitions=1", "bench.limits.pyg.memory_limit_gib=0.001",
+                     "bench.limits.dgl.timeout_min=0.005"), tmp_path / "out")
+    by = {r["framework"]: r for r in res["rows"]}
+    assert by["sgnn"]["status"] == "ok", by["sgnn"].get("traceback") or by["sgnn"].get("error")
+    sg = by["sgnn"]
+    assert sg["wall_ms"] > 0 and sg["peak_rss_mib"] >= sg["base_rss_mib"] > 0 and sg["delta_mib"] >= 0
+    assert sg["budget_mib"] > 0 and isinstance(sg["within_budget"], bool) and sg["hidden"] == 256
+    assert by["pyg"]["status"] == "oom", by["pyg"]
+    assert by["dgl"]["status"] == "timeout" and "did not finish in 0.005 min" in by["dgl"]["error"]
+    assert Path(by["pyg"]["log"]).exists() and "no peer completed" in res["targets"][-1]["what"]
+
+
+def test_run_py_multirun_of_an_entry_then_gather(tmp_path):
+    sweep = tmp_path / "multi"
+    env = {**os.environ, "SGNN_DATA": str(tmp_path / "no-data")}
+    args = [sys.executable, "run.py", "-m", *entry("train", tmp_path, "bench.models=[gcn],[sage]",
+                                                  "bench.warmup=1", "bench.epochs=1",
+                                                  "bench.frameworks=[sgnn,pyg]"),
+            f"hydra.sweep.dir={sweep}"]
+    p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(list(sweep.rglob("results.json"))) == 2 and "sgnn/PyG speedup" in p.stdout
+    g = subprocess.run([sys.executable, "experiments/gather.py", str(sweep)], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert g.returncode == 0, g.stderr[-2000:]
+    gathered = json.loads((sweep / "gathered-train.json").read_text())
+    assert {r["model"] for r in gathered["rows"]} == {"gcn", "sage"} and len(gathered["jobs"]) == 2
