@@ -81,6 +81,13 @@ template <class T, int64_t N> inline void tile_axpy(Tile<T, N>& t, T h, const T*
   for (int64_t k = 0; k < Tile<T, N>::NV; k++)
     t.r[k] += h * *(const typename vec<T>::u*)(x + k * Tile<T, N>::VL);
 }
+// t += h * x[0 .. N) for a partial tile (the generic kernel of a bucketed width): whole-vector loads
+// while they stay below `end` (one past the gathered operand's last element; lanes past the row's
+// width hold values of the next row, which the epilogue never stores), scalar lanes at the very end.
+template <class T, int64_t N> inline void tile_axpy_bounded(Tile<T, N>& t, T h, const T* x, const T* end) {
+  if (x + N <= end) { tile_axpy(t, h, x); return; }
+  for (int64_t l = 0; l < N && x + l < end; l++) t.r[l / Tile<T, N>::VL][l % Tile<T, N>::VL] += h * x[l];
+}
 template <class T, int64_t N> inline void tile_spill(const Tile<T, N>& t, T* out) {
 #pragma GCC unroll 16
   for (int64_t k = 0; k < Tile<T, N>::NV; k++)

@@ -11,8 +11,11 @@ SGNN_DEBUG ladder (``with sgnn.config(debug=4):`` overrides it):
 ====  ===============================================================
 
 Other variables: ``SGNN_CXX`` (compiler, default ``g++``), ``SGNN_CXXFLAGS`` (extra flags),
-``SGNN_CACHE_DIR`` (default ``~/.cache/sgnn``), ``SGNN_CACHE=0`` (no disk cache),
-``SGNN_ASSERT_CACHED=1`` (any compile is an error; for timed runs).
+``SGNN_CACHE_DIR`` (default ``~/.cache/sgnn``; when it cannot be created or written, kernels are
+compiled into a private temporary directory removed at exit, with one warning),
+``SGNN_CACHE=0`` (no disk cache), ``SGNN_ASSERT_CACHED=1`` (any compile is an error; for timed
+runs), ``SGNN_COMPILE_TIMEOUT`` (seconds one compiler run may take, default 300; on timeout its
+whole process group is killed and a ``CompilerError`` names this variable).
 """
 from __future__ import annotations
 
@@ -30,6 +33,14 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        v = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return v if v > 0 else default
+
+
 @dataclass(frozen=True)
 class Settings:
     debug: int
@@ -38,6 +49,7 @@ class Settings:
     cache_dir: Path
     cache: bool
     assert_cached: bool
+    compile_timeout: float = 300.0
 
 
 def _from_env() -> Settings:
@@ -48,6 +60,7 @@ def _from_env() -> Settings:
         cache_dir=Path(os.environ.get("SGNN_CACHE_DIR", "~/.cache/sgnn")).expanduser(),
         cache=os.environ.get("SGNN_CACHE", "1") != "0",
         assert_cached=os.environ.get("SGNN_ASSERT_CACHED", "0") == "1",
+        compile_timeout=_env_seconds("SGNN_COMPILE_TIMEOUT", 300.0),
     )
 
 

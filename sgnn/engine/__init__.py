@@ -8,7 +8,10 @@
 6. ``compiler``  system compiler + disk cache             → shared object
 7. ``runtime``   ctypes call on tensor memory             → ``Kernel`` / ``Plan``
 
-Storage: ``formats`` (levels), ``tensor`` (``SparseTensor``), ``validate``, ``convert``.
+Storage: ``formats`` (levels), ``tensor`` (``SparseTensor``), ``validate``, ``convert``,
+``convert_formats``, ``scipy_io``. Safety: ``native`` (the only path from a tensor to a pointer
+native code sees), ``caches`` (bounded, thread-safe memo tables), ``diskcache`` (the kernel cache
+directory, its fallback and stale-file sweep).
 """
 from .api import einsum, evaluate, explain
 from .formats import COO, CSC, CSR, DCSR, Format, Level

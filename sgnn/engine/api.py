@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 from ..errors import UserError
+from .caches import LRU
 from .expr import Statement, parse_einsum
 from .explain import Explanation, explain_plan
 from .runtime import as_operand, evaluate as _evaluate, plan_for
 
-_parsed: dict = {}
+_parsed = LRU(256)  # (spec, operand count) -> Statement
 _NAMES = tuple(f"t{n}" for n in range(64))
 
 
 def _einsum_stmt(spec: str, n: int) -> Statement:
     key = (spec, n)
-    st = _parsed.get(key)
+    st = _parsed.recent.get(key) or _parsed.get(key)
     if st is None:
-        st = parse_einsum(spec, n)
-        _parsed[key] = st
+        st = _parsed.put(key, parse_einsum(spec, n))
     return st
 
 

@@ -4,7 +4,12 @@ The cache key hashes the source, the flags, the compiler's version, the CPU and
 ``CACHE_VERSION``. An entry is ``<key>.so`` plus ``<key>.json`` holding the binary's SHA-256;
 a binary whose hash does not match (truncated, corrupted) is rebuilt. Builds write to a
 temporary file and ``os.replace`` it under a per-key file lock, so concurrent processes never
-see half a binary and all end up loading the same one.
+see half a binary and all end up loading the same one. An entry that fails to load is rebuilt once.
+
+The compiler runs in its own process group; past ``SGNN_COMPILE_TIMEOUT`` seconds (default 300)
+the whole group is killed (no orphaned ``cc1plus``) and a ``CompilerError`` names the variable.
+Where the cache lives, its fallback when unwritable and the sweep of stale build files are in
+``diskcache``.
 """
 from __future__ import annotations
 
@@ -15,15 +20,19 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 
 from filelock import FileLock
 
 from ..config import log, settings
 from ..errors import CompilerError
+from . import diskcache
 
 CACHE_VERSION = 1
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
@@ -31,7 +40,45 @@ BASE_FLAGS = ("-std=c++17", "-O3", "-march=native", "-fopenmp", "-fPIC", "-share
               # errno is never read; without it libm calls vectorise
               "-fno-math-errno", "-fno-plt")
 
-_loaded: dict[str, ctypes.CDLL] = {}
+# key -> loaded library, alive while some kernel holds it (a plan evicted from its LRU lets it go)
+_loaded: "weakref.WeakValueDictionary[str, ctypes.CDLL]" = weakref.WeakValueDictionary()
+_csrc: dict[str, ctypes.CDLL] = {}  # the hand-written runtime sources: one entry per file
+_build_lock = threading.RLock()  # one build at a time in this process (processes: the file lock)
+
+
+def run_tool(cmd: list[str], timeout: float, what: str) -> tuple[int, str, str]:
+    """Run ``cmd`` in its own process group; (exit code, stdout, stderr). On timeout (or an
+    interrupt) the whole group is killed, so no child of the compiler outlives the call."""
+    try:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    except OSError as e:
+        raise CompilerError(f"{what} failed to start: {e}\ncommand: {' '.join(cmd)}") from e
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(p)
+        raise CompilerError(f"{what} did not finish within {timeout:g} s (SGNN_COMPILE_TIMEOUT); its process "
+                            f"group was killed. Raise SGNN_COMPILE_TIMEOUT for a slow machine.\n"
+                            f"command: {' '.join(cmd)}") from None
+    except BaseException:
+        _kill_group(p)
+        raise
+    return p.returncode, out, err
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for f in (p.stdout, p.stderr):
+        if f is not None:
+            f.close()
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 @functools.lru_cache(maxsize=8)
@@ -40,13 +87,11 @@ def _compiler_identity(cxx: str) -> str:
     if path is None:
         raise CompilerError(f"C++ compiler {cxx!r} not found (set $SGNN_CXX to an installed compiler, "
                             f"e.g. g++ or clang++)")
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise CompilerError(f"C++ compiler {cxx!r} ({path}) does not run: {e}") from e
-    if out.returncode != 0:
-        raise CompilerError(f"C++ compiler {cxx!r} ({path}) failed on --version: {out.stderr.strip()}")
-    return path + "\n" + out.stdout.splitlines()[0] if out.stdout else path
+    code, out, err = run_tool([path, "--version"], min(30.0, settings().compile_timeout),
+                              f"C++ compiler {cxx!r} ({path}) --version")
+    if code != 0:
+        raise CompilerError(f"C++ compiler {cxx!r} ({path}) failed on --version: {err.strip()}")
+    return path + "\n" + out.splitlines()[0] if out else path
 
 
 @functools.lru_cache(maxsize=1)
@@ -97,69 +142,123 @@ def _compile(source: str, so: Path, name: str) -> None:
         raise CompilerError(f"SGNN_ASSERT_CACHED=1 but kernel {name} is not in the cache ({so.parent})")
     so.parent.mkdir(parents=True, exist_ok=True)
     cpp = so.with_suffix(".cpp")
-    fd, tmp = tempfile.mkstemp(dir=so.parent, prefix=f".{so.stem}.", suffix=".so")
+    fd, tmp = tempfile.mkstemp(dir=so.parent, prefix=diskcache.temp_prefix(so.stem), suffix=".so")
     os.close(fd)
-    cpp.write_text(source)
-    cmd = [_compiler_identity(s.cxx).split("\n")[0], *flags(), str(cpp), "-o", tmp]
-    log(5, " ".join(cmd))
-    t0 = time.perf_counter()
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        os.unlink(tmp)
-        raise CompilerError(f"compiling {name} failed to run: {e}\ncommand: {' '.join(cmd)}") from e
-    if out.stderr:
-        log(5, out.stderr)
-    if out.returncode != 0:
-        os.unlink(tmp)
-        tail = "\n".join(out.stderr.splitlines()[-40:])
-        raise CompilerError(f"compiling {name} failed (exit {out.returncode})\ncommand: {' '.join(cmd)}\n"
-                            f"source kept at: {cpp}\n--- last lines of stderr ---\n{tail}")
-    meta = {"sha256": _sha(Path(tmp)), "name": name, "compile_ms": 1e3 * (time.perf_counter() - t0)}
-    os.replace(tmp, so)
+        cpp.write_text(source)
+        cmd = [_compiler_identity(s.cxx).split("\n")[0], *flags(), str(cpp), "-o", tmp]
+        log(5, " ".join(cmd))
+        t0 = time.perf_counter()
+        code, _, err = run_tool(cmd, s.compile_timeout, f"compiling {name}")
+        if err:
+            log(5, err)
+        if code != 0:
+            tail = "\n".join(err.splitlines()[-40:])
+            raise CompilerError(f"compiling {name} failed (exit {code})\ncommand: {' '.join(cmd)}\n"
+                                f"source kept at: {cpp}\n--- last lines of stderr ---\n{tail}")
+        meta = {"sha256": _sha(Path(tmp)), "name": name, "compile_ms": 1e3 * (time.perf_counter() - t0)}
+        os.replace(tmp, so)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     mtmp = so.with_suffix(f".json.{os.getpid()}")
     mtmp.write_text(json.dumps(meta))
     os.replace(mtmp, so.with_suffix(".json"))
 
 
-def build(source: str, name: str = "kernel") -> tuple[ctypes.CDLL, dict]:
-    """Compile ``source`` (or fetch it from the cache) and load it; returns (library, info)."""
-    s = settings()
-    key = cache_key(source)
-    if key in _loaded:
-        return _loaded[key], {"key": key, "hit": True, "memo": True}
-    t0 = time.perf_counter()
-    if s.cache:
-        directory = s.cache_dir / key[:2]
-        directory.mkdir(parents=True, exist_ok=True)
-        so, meta = directory / f"{key}.so", directory / f"{key}.json"
-        hit = _valid_entry(so, meta)
-        if not hit:
-            with FileLock(str(directory / f"{key}.lock"), timeout=600):
-                hit = _valid_entry(so, meta)  # another process may have built it meanwhile
-                if not hit:
-                    if so.exists():
-                        log(1, f"cache entry {so} is corrupted; rebuilding")
-                    _compile(source, so, name)
-    else:
-        tmpdir = Path(tempfile.mkdtemp(prefix="sgnn-"))
-        so, hit = tmpdir / f"{key}.so", False
+def _cached(source: str, key: str, name: str, root: Path) -> tuple[Path, bool]:
+    """The cache entry of ``key`` under ``root``, compiled first unless valid; (path, hit)."""
+    directory = root / key[:2]
+    directory.mkdir(parents=True, exist_ok=True)
+    so, meta = directory / f"{key}.so", directory / f"{key}.json"
+    if _valid_entry(so, meta):
+        return so, True
+    with FileLock(str(directory / f"{key}.lock"), timeout=600):
+        if _valid_entry(so, meta):  # another process may have built it meanwhile
+            return so, True
+        if so.exists():
+            log(1, f"cache entry {so} is corrupted; rebuilding")
         _compile(source, so, name)
+    return so, False
+
+
+def _entry(source: str, key: str, name: str) -> tuple[Path, bool]:
+    """Compile into (or fetch from) the cache; an unwritable cache falls back to a private directory."""
+    root = diskcache.root()
     try:
-        lib = ctypes.CDLL(str(so))
+        return _cached(source, key, name, root)
+    except OSError as e:  # PermissionError, read-only file system, ENOSPC, ...
+        fallback = diskcache.unusable(root, e)
+        if fallback == root:
+            raise CompilerError(f"cannot write compiled kernels to {root} ({e}); set SGNN_CACHE_DIR to a "
+                                f"writable directory") from e
+        return _cached(source, key, name, fallback)
+
+
+def _load(so: Path, name: str) -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL(str(so))
     except OSError as e:
         raise CompilerError(f"loading compiled kernel {name} from {so} failed: {e}") from e
-    finally:
-        if not s.cache:  # the loaded mapping outlives the file: leave nothing behind
-            shutil.rmtree(so.parent, ignore_errors=True)
-    _loaded[key] = lib
+
+
+def _uncached(source: str, key: str, name: str) -> ctypes.CDLL:
+    """SGNN_CACHE=0: compile into a fresh temporary directory, load, and remove it."""
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix="sgnn-"))
+    except OSError as e:
+        raise CompilerError(f"SGNN_CACHE=0 but no temporary directory could be created: {e}") from e
+    try:
+        so = tmpdir / f"{key}.so"
+        _compile(source, so, name)
+        return _load(so, name)
+    finally:  # the loaded mapping outlives the file: leave nothing behind
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def build(source: str, name: str = "kernel") -> tuple[ctypes.CDLL, dict]:
+    """Compile ``source`` (or fetch it from the cache) and load it; returns (library, info).
+
+    The library stays loaded while the caller holds it (the in-process memo is weak)."""
+    key = cache_key(source)
+    lib = _loaded.get(key)
+    if lib is not None:
+        return lib, {"key": key, "hit": True, "memo": True}
+    with _build_lock:
+        lib = _loaded.get(key)
+        if lib is not None:
+            return lib, {"key": key, "hit": True, "memo": True}
+        t0 = time.perf_counter()
+        if not settings().cache:
+            lib, so, hit = _uncached(source, key, name), None, False
+        else:
+            so, hit = _entry(source, key, name)
+            lib = _load_or_rebuild(source, key, name, so, hit)
+        _loaded[key] = lib
     ms = 1e3 * (time.perf_counter() - t0)
-    log(1, f"{name}: {'hit' if hit else 'miss'} {ms:.1f} ms ({so})")
+    log(1, f"{name}: {'hit' if hit else 'miss'} {ms:.1f} ms ({so or 'not cached'})")
     return lib, {"key": key, "hit": hit, "memo": False, "path": str(so), "ms": ms}
 
 
+def _load_or_rebuild(source: str, key: str, name: str, so: Path, hit: bool) -> ctypes.CDLL:
+    """Load a cache entry; one that passed its hash check but does not load is rebuilt once."""
+    try:
+        return _load(so, name)
+    except CompilerError:
+        if not hit:
+            raise
+    log(1, f"cache entry {so} does not load; rebuilding")
+    for p in (so, so.with_suffix(".json")):
+        p.unlink(missing_ok=True)
+    so, _ = _entry(source, key, name)
+    return _load(so, name)
+
+
 def build_csrc(filename: str) -> ctypes.CDLL:
-    """Build a hand-written runtime source from ``csrc/`` through the same cache."""
-    path = CSRC / filename
-    source = f'// {filename}\n#line 1 "{filename}"\n' + path.read_text()
-    return build(source, name=filename)[0]
+    """Build a hand-written runtime source from ``csrc/`` through the same cache (kept loaded)."""
+    lib = _csrc.get(filename)
+    if lib is None:
+        path = CSRC / filename
+        source = f'// {filename}\n#line 1 "{filename}"\n' + path.read_text()
+        lib = _csrc[filename] = build(source, name=filename)[0]
+    return lib

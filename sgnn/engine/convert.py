@@ -3,7 +3,9 @@
 Every function takes and returns plain torch tensors: ``pos`` (length rows + 1) and ``crd`` of one
 index dtype (int32 or int64), and ``values`` (float32, float64, or None for a pattern-only matrix).
 Inputs are never modified; outputs are freshly allocated by torch. Bounds are checked in torch
-before native code runs, so a bad index raises :class:`~sgnn.errors.UserError`, never a crash.
+before native code runs, so a bad index raises :class:`~sgnn.errors.UserError`, never a crash;
+every array passes ``native.pointer`` on its way to C++. Merging the repeats of a pattern-only
+matrix returns their counts as float32 values (a repeated entry adds up, like a repeated edge).
 Results do not depend on the thread count (``torch.get_num_threads()``): the sorts are stable,
 so duplicates are summed in input order.
 """
@@ -16,6 +18,7 @@ import torch
 
 from ..errors import UserError
 from .compiler import build_csrc
+from .native import plain, pointer, real_mode
 
 _INDEX = {torch.int32: "i32", torch.int64: "i64"}
 _VALUE = {torch.float32: "f32", torch.float64: "f64"}
@@ -31,7 +34,7 @@ _ABI = {
 }
 
 
-@functools.cache
+@functools.lru_cache(maxsize=32)
 def _native(op: str, index_dtype: torch.dtype, value_dtype: torch.dtype | None):
     """The ctypes function ``sgnn_<op>_<i32|i64>_<f32|f64>``; pattern-only uses the f32 symbol."""
     name = f"sgnn_{op}_{_INDEX[index_dtype]}_{_VALUE[value_dtype or torch.float32]}"
@@ -41,15 +44,22 @@ def _native(op: str, index_dtype: torch.dtype, value_dtype: torch.dtype | None):
 
 
 def _call(op: str, index_dtype: torch.dtype, values: torch.Tensor | None, *args) -> int:
-    """Run one native conversion on ``torch.get_num_threads()`` threads; returns the resulting nnz."""
-    k = _native(op, index_dtype, None if values is None else values.dtype)(*args, torch.get_num_threads())
+    """Run one native conversion on ``torch.get_num_threads()`` threads; returns the resulting nnz.
+
+    ``args`` are sizes (int), arrays (tensors of the index dtype or the value dtype) or None (NULL);
+    every array is checked by ``native.pointer`` first."""
+    real_mode(op)
+    vdt = None if values is None else values.dtype
+    raw = []
+    for n, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            dt = index_dtype if a.dtype == index_dtype or vdt is None else vdt
+            a = pointer(a, dt, f"{op} argument {n}") if a.numel() else None
+        raw.append(a)
+    k = _native(op, index_dtype, vdt)(*raw, torch.get_num_threads())
     if k < 0:
         raise MemoryError(f"{op}: out of memory for scratch arrays")
     return k
-
-
-def _ptr_of(t: torch.Tensor | None) -> int | None:
-    return t.data_ptr() if t is not None and t.numel() else None
 
 
 def _shape(shape, where: str) -> tuple[int, int]:
@@ -65,8 +75,9 @@ def _shape(shape, where: str) -> tuple[int, int]:
 def _vector(t, what: str, where: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise UserError(f"{where}: expected {what} to be a torch.Tensor (got {type(t).__name__})")
-    if t.device.type != "cpu":
-        raise UserError(f"{where}: expected {what} on the CPU (got device {t.device}); call .cpu() first")
+    t = plain(t, what, where)
+    if t.layout != torch.strided:
+        raise UserError(f"{where}: expected {what} to be a dense tensor (got layout {t.layout})")
     if t.dim() != 1:
         raise UserError(f"{where}: expected {what} to be one-dimensional (got shape {tuple(t.shape)})")
     return t.contiguous()
@@ -126,8 +137,9 @@ def coo_to_csr(row, col, values, shape, *, sum_duplicates: bool = True, index_dt
 
     Entries are counting-sorted by row, then each row is sorted by column, stably.
     With ``sum_duplicates=True`` repeated coordinates are merged, their values summed in input
-    order; a pattern-only input (``values=None``) just drops the repeats and returns
-    ``values=None``. With ``sum_duplicates=False`` repeats are kept in input order.
+    order; a pattern-only input (``values=None``) with repeats gets their counts as float32
+    values (without repeats it stays pattern-only: ``values=None``). With
+    ``sum_duplicates=False`` repeats are kept in input order.
 
     Args:
         row, col (Tensor): integer coordinates, 1-D, equal length.
@@ -163,8 +175,9 @@ def coo_to_csr(row, col, values, shape, *, sum_duplicates: bool = True, index_dt
     row, col = row.to(idt).contiguous(), col.to(idt).contiguous()
     pos, crd = torch.empty(m + 1, dtype=idt), torch.empty(nnz, dtype=idt)
     out = torch.empty(nnz, dtype=values.dtype) if values is not None else None
-    k = _call("coo_to_csr", idt, values, nnz, m, n, _ptr_of(row), _ptr_of(col), _ptr_of(values),
-              pos.data_ptr(), _ptr_of(crd), _ptr_of(out), int(sum_duplicates))
+    k = _call("coo_to_csr", idt, values, nnz, m, n, row, col, values, pos, crd, out, int(sum_duplicates))
+    if k < nnz and values is None:  # repeats merged: they must still add up, so count them
+        return coo_to_csr(row, col, torch.ones(nnz), (m, n), index_dtype=idt)
     return pos, _shrink(crd, k), _shrink(out, k)
 
 
@@ -192,8 +205,7 @@ def csr_transpose(pos, crd, values, shape):
         raise UserError(f"csr_transpose: int32 pos cannot index {n} rows of the transpose; use int64")
     pos_t, crd_t = torch.empty(n + 1, dtype=idt), torch.empty(crd.numel(), dtype=idt)
     out = torch.empty_like(values) if values is not None else None
-    _call("csr_transpose", idt, values, m, n, pos.data_ptr(), _ptr_of(crd), _ptr_of(values),
-          pos_t.data_ptr(), _ptr_of(crd_t), _ptr_of(out))
+    _call("csr_transpose", idt, values, m, n, pos, crd, values, pos_t, crd_t, out)
     return pos_t, crd_t, out
 
 
@@ -208,7 +220,7 @@ def sort_rows(pos, crd, values, shape):
     pos, crd, values, (m, _) = _csr(pos, crd, values, shape, "sort_rows")
     crd = crd.clone()
     values = values.clone() if values is not None else None
-    _call("csr_sort_rows", pos.dtype, values, m, pos.data_ptr(), _ptr_of(crd), _ptr_of(values))
+    _call("csr_sort_rows", pos.dtype, values, m, pos, crd, values)
     return pos.clone(), crd, values
 
 
@@ -216,7 +228,7 @@ def sum_duplicates(pos, crd, values, shape):
     """Copies with repeated coordinates in each row merged (values summed in order).
 
     Rows must already be sorted (see :func:`sort_rows`); only adjacent repeats are merged.
-    Pattern-only input (``values=None``) drops the repeats.
+    Pattern-only input (``values=None``) with repeats gets their counts as float32 values.
 
     >>> p, c, v = sum_duplicates(torch.tensor([0, 3]), torch.tensor([0, 2, 2]),
     ...                          torch.tensor([1., 2., 3.]), (1, 3))
@@ -224,9 +236,12 @@ def sum_duplicates(pos, crd, values, shape):
     ([0, 2], [0, 2], [1.0, 5.0])
     """
     pos, crd, values, (m, _) = _csr(pos, crd, values, shape, "sum_duplicates")
+    pos0, crd0 = pos, crd
     pos, crd = pos.clone(), crd.clone()
     values = values.clone() if values is not None else None
-    k = _call("csr_sum_duplicates", pos.dtype, values, m, pos.data_ptr(), _ptr_of(crd), _ptr_of(values))
+    k = _call("csr_sum_duplicates", pos.dtype, values, m, pos, crd, values)
+    if k < crd0.numel() and values is None:  # repeats merged: count them
+        return sum_duplicates(pos0, crd0, torch.ones(crd0.numel()), shape)
     return pos, _shrink(crd, k), _shrink(values, k)
 
 

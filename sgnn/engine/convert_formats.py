@@ -2,6 +2,10 @@
 
 The sorting work (COO → CSR, CSR ↔ CSC, duplicate summing) runs in ``csrc/convert.cpp``;
 the rest are single vectorised torch ops (prefix sums, repeats).
+
+Repeated coordinates keep adding up: a target with a non-unique level (``Format("du")`` in
+either order, COO) keeps them; a unique target (CSR, CSC, DCSR) sums them, and a pattern-only
+tensor then gets their counts as values (marked ``counts``).
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 from ..errors import NotSupported
 from . import convert
 from .formats import COO, CSC, CSR, DCSR, DCSC, Format
+from .native import real_mode
 
 
 def _lengths(pos: torch.Tensor) -> torch.Tensor:
@@ -40,6 +45,28 @@ def coordinates(t) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         raise NotSupported(f"coordinates: format {t.format!r}")
     return (outer, inner) if t.format.order == (0, 1) else (inner, outer)
+
+
+def level_coordinates(t) -> list[torch.Tensor]:
+    """Per dimension, the int64 coordinate of every stored value, in storage order (any format,
+    any number of dimensions: e.g. a sampled output with trailing dense levels)."""
+    coords: list = []  # per level so far, one entry per position of the current level
+    parents = 1
+    for k, lv in enumerate(t.format.levels):
+        n = t.level_dim(k)
+        if lv.kind == "dense":
+            coords = [c.repeat_interleave(n) for c in coords] + [torch.arange(n).repeat(parents)]
+            parents *= n
+            continue
+        if lv.kind == "compressed":
+            lengths = _lengths(t.pos[k]).long()
+            coords = [c.repeat_interleave(lengths) for c in coords]
+        coords.append(t.crd[k].long())
+        parents = t.crd[k].numel()
+    by_dim = [None] * len(coords)
+    for k, d in enumerate(t.format.order):
+        by_dim[d] = coords[k]
+    return by_dim
 
 
 def _to_csr(t):
@@ -77,14 +104,35 @@ def _from_csr(a, fmt: Format):
     raise NotSupported(f"convert: format {fmt!r} (supported: csr, csc, coo, dcsr, dcsc)")
 
 
+def _non_unique(t, order: tuple):
+    """``t`` as ``Format("du", order)``: sorted, every repeated coordinate kept (stable)."""
+    from .tensor import SparseTensor
+    r, c = coordinates(t)
+    shape = tuple(t.shape) if order == (0, 1) else (t.shape[1], t.shape[0])
+    outer, inner = (r, c) if order == (0, 1) else (c, r)
+    pos, crd, val = convert.coo_to_csr(outer, inner, t.values, shape, sum_duplicates=False,
+                                       index_dtype=t.index_dtype)
+    return SparseTensor(t.shape, Format("du", order=order), [None, pos], [None, crd], val, check=False)
+
+
+def _convert(t, fmt: Format):
+    if fmt.codes == "du":
+        return _non_unique(t, fmt.order)
+    if fmt == COO and t.format.codes == "du" and t.format.order == (0, 1):
+        return _from_csr(t, COO)  # expanding the rows keeps the repeats
+    return _from_csr(_to_csr(t), fmt)
+
+
 def convert_format(t, fmt: Format):
     """``t`` in format ``fmt`` (matrices only), keeping its index dtype (kernels specialise on it)."""
     from .tensor import SparseTensor
     if t.ndim != 2:
         raise NotSupported(f"convert: only matrices (got {t.ndim} dimensions)")
-    out = _from_csr(_to_csr(t), fmt)
+    real_mode("convert")  # a conversion is cached on the tensor: it must hold real arrays
+    out = _convert(t, fmt)
     idt = t.index_dtype
+    pos, crd = out.pos, out.crd
     if out.index_dtype != idt:
-        cast = [None if a is None else a.to(idt) for a in out.pos], [None if a is None else a.to(idt) for a in out.crd]
-        out = SparseTensor(out.shape, out.format, cast[0], cast[1], out.values, check=False)
-    return out
+        pos, crd = [None if a is None else a.to(idt) for a in pos], [None if a is None else a.to(idt) for a in crd]
+    counts = t.counts or (t.values is None and out.values is not None)
+    return SparseTensor(out.shape, out.format, pos, crd, out.values, check=False, counts=counts)

@@ -51,16 +51,17 @@ def size(v: str) -> str:
 class Env:
     """Positions resolved so far (per sparse access and level) and presence guards."""
 
-    def __init__(self, pos=None, guard=None, bound=(), tile_open=False, tn="tn"):
+    def __init__(self, pos=None, guard=None, bound=(), tile_open=False, tn="tn", registers=True):
         self.pos = dict(pos or {})
         self.guard = dict(guard or {})
         self.bound = tuple(bound)
         self.tile_open = tile_open
         self.tn = tn  # the current tile width: "TILE" on the full-tile fast path
+        self.registers = registers  # register tiles allowed (off on the narrow-remainder path)
         self.lets: tuple = ()  # position locates to emit at the top of the loop that bound them
 
     def child(self, **kw) -> "Env":
-        e = Env(self.pos, self.guard, self.bound, self.tile_open, self.tn)
+        e = Env(self.pos, self.guard, self.bound, self.tile_open, self.tn, self.registers)
         for k, v in kw.items():
             setattr(e, k, v)
         return e
@@ -80,6 +81,8 @@ class Lowerer:
         self.buffers: list = []
         self.groups = softmax_groups(sched.stmt.expr) if FUSE_SOFTMAX else {}
         self.phase = "compute"
+        self.elem = 4 if sched.value_dtype == "float32" else 8
+        self.registers_used = False
 
     # ------------------------------------------------------------ names
     def slot(self, a: Access):
@@ -291,14 +294,17 @@ class Lowerer:
         before = self.emit_ready(self.s.stmt.expr, env, final=False)
         saved = dict(self.ws)
 
-        def tile_body(const: bool) -> tuple:
+        def tile_body(tn: str, registers: bool = True) -> tuple:
             self.ws = dict(saved)
-            env2 = env.child(tile_open=True, tn="TILE" if const else "tn")
+            self.registers_used = False
+            env2 = env.child(tile_open=True, tn=tn, registers=registers)
             return (*self.emit_ready(self.s.stmt.expr, env2, final=True), *self.epilogue(env2))
 
-        rest = tile_body(False)
-        full = tile_body(True)  # the fast path: a constant trip count keeps accumulators in registers
-        split = If("tn == TILE", full, rest)
+        full = tile_body("TILE")  # the fast path: a constant trip count keeps accumulators in registers
+        partial = tile_body("tn")  # a bucketed width or the rest of a wide one: bounded register tile
+        if self.registers_used and t.size * self.elem > 64:  # a narrow rest of a wide tile: a plain loop
+            partial = (If("2 * tn > TILE", partial, tile_body("tn", registers=False)),)
+        split = If("tn == TILE", full, partial)
         if t.outer:
             return (*before, split)
         loop = For("t0", "0", size(t.var), (
@@ -406,13 +412,14 @@ class Lowerer:
         return idx
 
     def register_tile(self, r: Reduce, env: Env):
-        """(scalar factors, gathered access) when ``r`` is ``sum_j s * X[.., tile]`` on the full-tile
-        fast path with whole vectors: it then accumulates in vector registers (``sg::Tile``)."""
+        """(scalar factors, gathered access) when ``r`` is ``sum_j s * X[.., tile]`` with a tile of
+        whole vectors: it then accumulates in vector registers (``sg::Tile``). On the partial-tile
+        path (``tn < TILE``: a bucketed width, the rest of a wide one) the loads are bounded by the
+        end of X and the epilogue stores only ``tn`` lanes."""
         t = self.tile
-        if t is None or env.tn != "TILE" or r.op != "sum" or self.ws_dims(r) != [t.var]:
+        if t is None or not env.registers or r.op != "sum" or self.ws_dims(r) != [t.var]:
             return None
-        elem = 4 if self.s.value_dtype == "float32" else 8
-        if (t.size * elem) % 64 or t.size * elem > 1024:
+        if (t.size * self.elem) % 64 or t.size * self.elem > 1024:
             return None
         fs = factors(r.body)
         lane = [f for f in fs if t.var in f.free]
@@ -424,16 +431,21 @@ class Lowerer:
         return [f for f in fs if f is not x], x
 
     def emit_register_reduce(self, r: Reduce, env: Env, scalars, x: Access) -> list:
+        self.registers_used = True
         name = self.fresh("ws")
         acc = f"{name}_r"
         self.ws[r] = (name, [self.tile.var])
         out = [Intrinsic(f"sg::Tile<T, TILE> {acc}"), Intrinsic(f"sg::tile_zero({acc})")]
         tv = self.tile.var
 
+        end = f"{self.slot(x).key} + " + " * ".join(size(v) for v in x.idx)  # one past X's last element
+
         def leaf(e: Env) -> tuple:
             row = self.render(x, e)  # X[... + v_tile] with v_tile bound to the tile start below
-            return (Let("int64_t", var(tv), "t0"),
-                    Intrinsic(f"sg::tile_axpy({acc}, {self.render(product(scalars), e)}, &{row})"))
+            h = self.render(product(scalars), e)
+            axpy = (f"sg::tile_axpy({acc}, {h}, &{row})" if env.tn == "TILE" else
+                    f"sg::tile_axpy_bounded({acc}, {h}, &{row}, {end})")
+            return (Let("int64_t", var(tv), "t0"), Intrinsic(axpy))
         out += self.reduce_nest(r, list(self.s.reduce_order[r]), 0, env, product(scalars), None, None, leaf)
         out += [Workspace("T", name, "TILE"), Intrinsic(f"sg::tile_spill({acc}, {name})")]
         return out

@@ -2,11 +2,17 @@
 
 A ``Plan`` is memoised per (expression, operand signatures); it holds one compiled ``Kernel``
 per tile choice. A call checks shapes, converts operands whose format the schedule asked for
-(cached on the tensor), allocates the output with ``torch.empty`` and passes raw pointers.
+(cached on the tensor), allocates the output with ``torch.empty`` and passes raw pointers, each
+checked by ``native.pointer``.
+
+Threads may share plans and tensors. Every cache is bounded (``caches.LRU``: plans, kernels per
+plan, kernels per size, uniform bounds) or lives on the tensor it derives from; a value whose
+address a kernel receives is built once and kept alive with the pointer (see ``caches``).
 """
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 from dataclasses import dataclass
 
@@ -15,12 +21,19 @@ import torch
 from ..config import log, settings
 from ..errors import InternalError, UserError
 from . import codegen, compiler, memory
+from .caches import LRU
 from .expr import Statement
 from .formats import Format
 from .loopir import show
 from .lower import all_vars, lower
+from .native import plain, pointer, real_mode
 from .schedule import Decision, OperandInfo, Schedule, Tile, make_schedule, tile_for
 from .tensor import SparseTensor
+
+_dispatch_modes = torch._C._len_torch_dispatch_stack  # nonzero under FakeTensorMode & co (see real_mode)
+PLANS = 256  # memoised plans (expression × operand signatures)
+KERNELS_PER_PLAN = 32  # tile choices compiled per plan (bucketed widths keep this small)
+SIZES_PER_PLAN = 64  # index sizes → kernel, per plan (one entry per distinct graph size)
 
 _CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t"}
 _TORCH = {"float32": torch.float32, "float64": torch.float64}
@@ -34,6 +47,7 @@ class Kernel:
     """One compiled kernel: its C functions, source, loop IR and cache facts."""
 
     fns: dict
+    lib: ctypes.CDLL  # keeps the shared object (and the memo entry naming it) alive
     params: list
     source: str
     loop_ir: str
@@ -58,10 +72,9 @@ def as_operand(t, name: str):
         return t  # the common case, decided with the cheapest checks
     if not isinstance(t, torch.Tensor):
         raise UserError(f"operand {name}: expected a torch.Tensor or sgnn.SparseTensor (got {type(t).__name__})")
+    t = plain(t, "a dense operand", f"operand {name}")
     if t.layout != torch.strided:
         return SparseTensor.from_torch(t)
-    if t.device.type != "cpu":
-        raise UserError(f"operand {name}: expected a CPU tensor (got device {t.device}); call .cpu() first")
     if t.requires_grad and torch.is_grad_enabled():
         t = t.detach()
     if not t.is_contiguous():
@@ -76,7 +89,8 @@ class Plan:
         self.stmt = stmt
         self.infos = infos
         self.sched: Schedule = make_schedule(stmt, infos)
-        self.kernels: dict = {}
+        self.kernels = LRU(KERNELS_PER_PLAN)
+        self._lock = threading.Lock()  # one compile per tile, even when threads race
         self.vars = all_vars(self.sched)
         s = self.sched
         self.index_ctypes = {sl.key: _CTYPE[sl.info.index_dtype] for sl in s.slots.values() if sl.sparse}
@@ -89,29 +103,25 @@ class Plan:
         self.value_dtype = _TORCH[s.value_dtype]
         self.slot_names = [(sl.key, sl.operand) for sl in _unique_slots(s)]
         self.needs_conversion = any(sl.convert_to is not None for sl in s.slots.values())
-        self.by_sizes: dict = {}  # index sizes -> kernel (the tile depends on the sizes only)
+        # slots reading multiplicities as values: cast to the plan's dtype (ones when pattern-only)
+        self.count_keys = [sl.key for sl in _unique_slots(s) if sl.info.value_dtype == "count"]
+        self.by_sizes = LRU(SIZES_PER_PLAN)  # index sizes -> kernel (the tile depends on the sizes only)
         # the argument list in ABI order (Lowerer.params): sizes, then each slot's arrays
         self.size_args = list(self.vars)
-        self.array_args = []
-        for sl in _unique_slots(s):
-            if not sl.sparse:
-                self.array_args.append((sl.key, None))
-                continue
-            arrays = ["ptrs"]
-            for lk, lv in enumerate(sl.format.levels):
-                if lv.has_pos:
-                    arrays.append(("pos", lk))
-                if lv.has_crd:
-                    arrays.append(("crd", lk))
-            if sl.info.value_dtype is not None:
-                arrays.append(("val", None))
-            self.array_args.append((sl.key, tuple(arrays)))
+        self.array_args = _array_args(s, self.value_dtype)
 
     # ------------------------------------------------------------ compile
     def kernel(self, tile: Tile | None, tile_decision: Decision | None) -> Kernel:
         k = self.kernels.get(tile)
         if k is not None:
             return k
+        with self._lock:
+            k = self.kernels.get(tile)
+            if k is None:
+                k = self.kernels.put(tile, self._build(tile, tile_decision))
+        return k
+
+    def _build(self, tile: Tile | None, tile_decision: Decision | None) -> Kernel:
         fns, low = lower(self.sched, tile, self.index_ctypes)
         params = fns[0].params
         if [n[2:] for n, _ in params if n.startswith("N_")] != self.size_args:
@@ -127,13 +137,11 @@ class Plan:
         lib, info = compiler.build(source, name=f"kernel[{self.stmt}]")
         cfns = {}
         for fn in fns:
-            f = getattr(lib, f"sgnn_{fn.name}")
+            f = lib[f"sgnn_{fn.name}"]  # a fresh function object: its argtypes are this plan's own
             f.argtypes = codegen.argtypes(fn.params)
             f.restype = None
             cfns[fn.name] = f
-        k = Kernel(cfns, params, source, ir, info, tile, tile_decision)
-        self.kernels[tile] = k
-        return k
+        return Kernel(cfns, lib, params, source, ir, info, tile, tile_decision)
 
     # ------------------------------------------------------------ call
     def sizes(self, ops: dict) -> dict[str, int]:
@@ -156,6 +164,8 @@ class Plan:
         for sl in s.slots.values():
             t = ops[sl.operand]
             t = t.to(sl.convert_to) if sl.convert_to is not None else t
+            if sl.info.value_dtype == "count":
+                t = t.with_counts(self.value_dtype)
             if sl.sparse and t.index_dtype != _INDEX[sl.info.index_dtype]:
                 raise InternalError(f"{sl.operand}: kernel expects {sl.info.index_dtype} indices but the "
                                     f"converted operand has {t.index_dtype}")
@@ -165,78 +175,84 @@ class Plan:
         return by_slot, sizes, tile, why
 
     def __call__(self, ops: dict):
+        """Run on operands from ``as_operand`` (which vets dense tensors: plain, CPU, contiguous)."""
+        if _dispatch_modes():
+            real_mode("sgnn kernel call")
         if self.needs_conversion:
             by_slot, sizes, tile, why = self.prepare(ops)
             return self.run(self.kernel(tile, why), by_slot, sizes)
         by_slot = {key: ops[name] for key, name in self.slot_names}
+        if self.count_keys:
+            for key in self.count_keys:
+                by_slot[key] = by_slot[key].with_counts(self.value_dtype)
         sizes = self.sizes(ops)
         skey = tuple(sizes.values())
-        k = self.by_sizes.get(skey)
+        k = self.by_sizes.recent.get(skey) or self.by_sizes.get(skey)
         if k is None:
-            k = self.kernel(*tile_for(self.sched, sizes))
-            self.by_sizes[skey] = k
+            k = self.by_sizes.put(skey, self.kernel(*tile_for(self.sched, sizes)))
         return self.run(k, by_slot, sizes)
 
     def run(self, k: Kernel, by_slot: dict, sizes: dict):
         s = self.sched
         args = [sizes[v] for v in self.size_args]
-        for key, arrays in self.array_args:
+        vdt = self.value_dtype
+        for key, arrays in self.array_args:  # dense: checked per call; sparse: once per tensor
             t = by_slot[key]
-            if arrays is None:
-                args.append(t.data_ptr())
+            if arrays is None:  # as_operand vetted its type, device, layout and contiguity
+                p = t.data_ptr()
+                args.append(p if p and t.dtype is vdt else pointer(t, vdt, key))
                 continue
-            ptrs = t._derived.get(arrays)  # a sparse tensor's arrays never move: their pointers are cached
+            ptrs = t._derived.get(arrays[3])  # a sparse tensor's arrays never move: checked once, cached
             if ptrs is None:
-                ptrs = t._derived[arrays] = tuple(
-                    (t.values if kind == "val" else (t.pos[lk] if kind == "pos" else t.crd[lk])).data_ptr()
-                    for kind, lk in arrays[1:])
+                ptrs = t.derived(arrays[3], lambda: _array_pointers(t, *arrays[:3]))
             args.extend(ptrs)
         out_shape = tuple(sizes[v] for v in s.stmt.idx)
         inner = 1
         for v in s.inner:
             inner *= sizes[v]
-        tail = self.launch(by_slot, sizes, inner, torch.get_num_threads())
+        bounds, tail, _ = self.launch(by_slot, sizes, inner, torch.get_num_threads())  # keeps bounds alive
         if s.output == "dense":
-            out = memory.empty(out_shape, self.value_dtype)
-            k.fns["compute"](*args, out.data_ptr(), *tail)
+            out = memory.empty(out_shape, vdt)
+            k.fns["compute"](*args, out.data_ptr() or _out(out), *tail)
             return out
         driver = by_slot[s.slots[s.driver].key]
+        n_extra = len(s.inner)
         if s.output == "sampled":
-            vals = memory.empty(driver.nnz * inner, self.value_dtype)
-            k.fns["compute"](*args, vals.data_ptr(), *tail)
-            n_extra = len(s.inner)
+            vals = memory.empty((driver.nnz * inner,), self.value_dtype)
+            k.fns["compute"](*args, _out(vals), *tail)
             return SparseTensor(out_shape, s.out_format, list(driver.pos) + [None] * n_extra,
                                 list(driver.crd) + [None] * n_extra, vals, check=False)
-        rows = sizes[s.outer[0]]
-        pos = torch.zeros(rows + 1, dtype=torch.int64)
+        pos = torch.zeros(sizes[s.outer[0]] + 1, dtype=torch.int64)
         dummy = torch.empty(0, dtype=torch.int64)
-        k.fns["count"](*args, pos.data_ptr(), dummy.data_ptr(), dummy.data_ptr(), *tail)
+        k.fns["count"](*args, _out(pos), dummy.data_ptr(), dummy.data_ptr(), *tail)
         torch.cumsum(pos, 0, out=pos)
         nnz = int(pos[-1])
         crd = torch.empty(nnz, dtype=torch.int64)
-        vals = memory.empty(nnz * inner, self.value_dtype)
-        k.fns["compute"](*args, pos.data_ptr(), crd.data_ptr(), vals.data_ptr(), *tail)
-        n_extra = len(s.inner)
+        vals = memory.empty((nnz * inner,), self.value_dtype)
+        k.fns["compute"](*args, _out(pos), _out(crd), _out(vals), *tail)
         return SparseTensor(out_shape, s.out_format, [None, pos] + [None] * n_extra,
                             [None, crd] + [None] * n_extra, vals, check=False)
 
     def launch(self, by_slot, sizes, inner: int, nthreads: int) -> tuple:
-        """(bounds pointer, parts, threads) for the kernel's parallel loop; cached per partitioning
-        tensor, which is immutable (one thread when the work is too small for a team)."""
+        """(bounds, (bounds address, parts, threads), _) for the kernel's parallel loop, one thread when
+        the work is too small for a team. Cached on the partitioning tensor per thread count, with
+        the smallest dense width worth the team; the caller keeps ``bounds`` referenced while the
+        kernel runs."""
         s = self.sched
-        part = by_slot[s.partition_slot.key] if s.partition_slot is not None and s.outer else None
-        key = ("launch", nthreads, inner)
-        if part is not None:
-            hit = part._derived.get(key)
-            if hit is not None:
-                return hit
-        if nthreads > 1 and self.work(by_slot, sizes, inner) < PARALLEL_MIN_WORK:
-            nthreads = 1  # a thread team costs more than it saves on a tiny problem
-        bounds, nparts = self.bounds(by_slot, sizes, nthreads)
-        tail = (bounds.data_ptr(), nparts, nthreads)
-        if part is not None:
-            part._derived[key] = tail
-        return tail
+        if s.partition_slot is None or not s.outer:
+            if nthreads > 1 and self.work(by_slot, sizes, inner) < PARALLEL_MIN_WORK:
+                nthreads = 1  # a thread team costs more than it saves on a tiny problem
+            bounds, nparts = self.bounds(by_slot, sizes, nthreads)
+            return bounds, (bounds.data_ptr(), nparts, nthreads), 0
+        part, key = by_slot[s.partition_slot.key], ("launch", nthreads)
+        hit = part._derived.get(key)
+        if hit is None:
+            def make():
+                bounds, nparts = self.bounds(by_slot, sizes, nthreads)
+                min_inner = -(-PARALLEL_MIN_WORK // max(1, self.work(by_slot, sizes, 1))) if nthreads > 1 else 0
+                return bounds, (bounds.data_ptr(), nparts, nthreads), min_inner
+            hit = part.derived(key, make)
+        return self.launch(by_slot, sizes, inner, 1) if inner < hit[2] else hit
 
     def work(self, by_slot, sizes, inner: int) -> int:
         """Rough operation count: (rows + nonzeros of the partitioning operand) × dense inner width."""
@@ -255,15 +271,39 @@ class Plan:
         nparts = max(1, min(n, nthreads * 8)) if n else 0
         if s.partition_slot is not None:
             t = by_slot[s.partition_slot.key]
-            return t.derived(("parts", nparts), lambda: balanced_bounds(t.pos[1], nparts)), nparts
-        key = (n, nparts)
-        if key not in _UNIFORM:
-            _UNIFORM[key] = torch.linspace(0, n, nparts + 1).round().to(torch.int64) if nparts else _EMPTY_BOUNDS
-        return _UNIFORM[key], nparts
+            return t.derived(("parts", nparts), lambda: _checked(balanced_bounds(t.pos[1], nparts))), nparts
+        return _UNIFORM.get_or_build((n, nparts), lambda: _checked(_uniform(n, nparts))), nparts
+
+
+def _out(t: torch.Tensor) -> int:
+    """The address of an output sgnn just allocated (``real_mode`` ruled out fake allocations)."""
+    p = t.data_ptr()
+    return p if p or not t.numel() else pointer(t, t.dtype, "output")
+
+
+def _uniform(n: int, nparts: int) -> torch.Tensor:
+    return torch.linspace(0, n, nparts + 1).round().to(torch.int64) if nparts else _EMPTY_BOUNDS
+
+
+def _checked(bounds: torch.Tensor) -> torch.Tensor:
+    """Partition bounds, refused before they are cached if torch produced no real memory."""
+    pointer(bounds, torch.int64, "partition bounds")
+    return bounds
+
+
+def _array_pointers(t: SparseTensor, arrays: tuple, idt: torch.dtype, vdt) -> tuple:
+    """Checked addresses of the level arrays ``arrays`` names (``("pos", k)``, ``("crd", k)``, ``("val", None)``)."""
+    out = []
+    for kind, lk in arrays[1:]:
+        a = t.values if kind == "val" else (t.pos[lk] if kind == "pos" else t.crd[lk])
+        if a is None:
+            raise InternalError(f"the kernel reads {kind}[{lk}] but the operand has none")
+        out.append(pointer(a, vdt if kind == "val" else idt, f"sparse operand {kind}{lk if lk is not None else ''}"))
+    return tuple(out)
 
 
 _EMPTY_BOUNDS = torch.zeros(1, dtype=torch.int64)
-_UNIFORM: dict = {}
+_UNIFORM = LRU(64)  # (rows, parts) -> equal-row bounds
 PARALLEL_MIN_WORK = 32768  # below this many (row + nonzero) × width updates, run on one thread
 ROW_COST = 1  # a row costs about as much as this many nonzeros (loop overhead, output write)
 
@@ -280,6 +320,30 @@ def balanced_bounds(pos: torch.Tensor, nparts: int) -> torch.Tensor:
     return torch.cummax(b, 0).values.contiguous()
 
 
+def _array_args(s: Schedule, value_dtype: torch.dtype) -> list:
+    """Per slot in ABI order: ``(key, None)`` for a dense operand, ``(key, (arrays, index dtype,
+    value dtype, cache key))`` for a sparse one, ``arrays`` naming its level arrays; the cache key
+    (a string: its hash is computed once) names their checked addresses on the tensor."""
+    out = []
+    for sl in _unique_slots(s):
+        if not sl.sparse:
+            out.append((sl.key, None))
+            continue
+        arrays = ["ptrs"]
+        for lk, lv in enumerate(sl.format.levels):
+            if lv.has_pos:
+                arrays.append(("pos", lk))
+            if lv.has_crd:
+                arrays.append(("crd", lk))
+        if sl.info.value_dtype is not None:
+            arrays.append(("val", None))
+        vdt = value_dtype if sl.info.value_dtype is not None else None
+        idt = _INDEX[sl.info.index_dtype]
+        cache_key = f"pointers {arrays[1:]} {idt} {vdt}"
+        out.append((sl.key, (tuple(arrays), idt, vdt, cache_key)))
+    return out
+
+
 def _unique_slots(s: Schedule):
     seen, out = set(), []
     for sl in s.slots.values():
@@ -291,26 +355,25 @@ def _unique_slots(s: Schedule):
 
 # ---------------------------------------------------------------- memo and entry points
 
-_plans: dict = {}
+_plans = LRU(PLANS)
 
 
 def _fast_key(t):
     """A cheap hashable stand-in for ``operand_info(t)`` (the plan memo is hit on every call)."""
     if isinstance(t, SparseTensor):
         key = t._derived.get("plan_key")
-        if key is None:
+        if key is None:  # racing threads compute equal tuples: no lock needed
             key = t._derived["plan_key"] = (t.format.codes, t.format.order, t.index_dtype,
-                                            None if t.values is None else t.values.dtype)
+                                            None if t.values is None else "count" if t.counts else t.values.dtype)
         return key
     return (t.dtype, t.dim())
 
 
 def plan_for(stmt: Statement, ops: dict, memo_key=None) -> Plan:
     key = (memo_key if memo_key is not None else stmt, *ops, *[_fast_key(t) for t in ops.values()])
-    p = _plans.get(key)
+    p = _plans.recent.get(key) or _plans.get(key)
     if p is None:
-        p = Plan(stmt, {n: operand_info(t) for n, t in ops.items()})
-        _plans[key] = p
+        p = _plans.get_or_build(key, lambda: Plan(stmt, {n: operand_info(t) for n, t in ops.items()}))
     return p
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import NotSupported, UserError
@@ -69,6 +69,13 @@ PREFETCH = True  # software prefetch of gathered rows that overflow PREFETCH_L2_
 # Measured (2 threads, 1 MiB L2): gathered 1.3 / 2.5 MB (PubMed size, F=16/32) 17% / 12% faster without
 # prefetch, 5 MB even, 10.8 MB (arXiv size, F=16) 3x faster with it.
 PREFETCH_L2_FACTOR = 4
+# Widths compiled as exact compile-time constants (constant strides, no remainder loop: Cora F=16
+# 14.8 -> 11.2 us, docs/design-notes.md "exact tiles"). Any other width runs a generic kernel whose
+# tile is the next bucket of whole 64-byte vectors and whose width is a run-time value (register
+# accumulators, loads bounded by the operand's end, a masked store), so a sweep over hidden sizes
+# 1..160 compiles about ten kernels instead of one per width.
+EXACT_WIDTHS = (8, 16, 32, 64, 128)
+WIDTH_BUCKET_LINES = (1, 2, 4, 8)  # bucket widths in cache lines (16/32/64/128 floats, 8/16/32/64 doubles)
 
 
 # ---------------------------------------------------------------- operands
@@ -82,13 +89,15 @@ class OperandInfo:
     ndim: int
     format: Format | None
     index_dtype: str | None  # "int32" / "int64"
-    value_dtype: str | None  # "float32" / "float64" / None (pattern-only sparse)
+    # "float32" / "float64" / None (pattern-only sparse) / "count" (multiplicities of a pattern:
+    # values the kernel reads in the expression's dtype, see SparseTensor.counts)
+    value_dtype: str | None
 
     @classmethod
     def of(cls, t) -> "OperandInfo":
         from .tensor import SparseTensor
         if isinstance(t, SparseTensor):
-            vd = None if t.values is None else str(t.values.dtype).replace("torch.", "")
+            vd = None if t.values is None else "count" if t.counts else str(t.values.dtype).replace("torch.", "")
             return cls(True, t.ndim, t.format, str(t.index_dtype).replace("torch.", ""), vd)
         return cls(False, t.dim(), None, None, str(t.dtype).replace("torch.", ""))
 
@@ -360,7 +369,7 @@ def _value_dtype(infos, accs) -> str:
     seen = {}
     for a in accs:
         vd = infos[a.name].value_dtype
-        if vd is not None:
+        if vd not in (None, "count"):
             seen.setdefault(vd, a.name)
     if len(seen) > 1:
         names = ", ".join(f"{n} is {d}" for d, n in seen.items())
@@ -391,8 +400,12 @@ def _slot_for(a: Access, info: OperandInfo, rank, decisions) -> Slot:
         if concordant(target):
             why = ("its level order is discordant with the loop order" if natively else
                    f"{fmt.name} levels are iterated through CSR/CSC")
-            decisions.append(Decision(f"convert {a.name}: {fmt.name} -> {target.name}", why))
-            return Slot(f"{key}_{target.name}", a.name, info, target)
+            name = target.name
+            if "u" in fmt.codes:  # keep repeated coordinates: each is one more term
+                target, name = Format("du", order=target.order), f"{target.name} (repeats kept)"
+                why += "; a non-unique level keeps its repeats"
+            decisions.append(Decision(f"convert {a.name}: {fmt.name} -> {name}", why))
+            return Slot(f"{key}_{c_name(target)}", a.name, info, target)
     raise NotSupported(f"{a.name}[{','.join(a.idx)}]: no level order is concordant with the loop order")
 
 
@@ -461,10 +474,17 @@ def _unique_where_merged(stmt, slots, outer, output, decisions):
         s = slots[a]
         if "u" in s.format.codes:
             target = CSR if s.format.order == (0, 1) else CSC
-            decisions.append(Decision(f"convert {a.name}: sum duplicates ({target.name})",
-                                      "co-iteration needs unique coordinates"))
-            out[a] = Slot(f"{s.key}_{target.name}u", s.operand, s.info, target)
+            info, why = s.info, "co-iteration needs unique coordinates"
+            if info.value_dtype is None:  # pattern-only: merged repeats must still add up
+                info, why = replace(info, value_dtype="count"), why + "; repeats become counts"
+            decisions.append(Decision(f"convert {a.name}: sum duplicates ({target.name})", why))
+            out[a] = Slot(f"{s.key}_{target.name}u", s.operand, info, target)
     return out
+
+
+def c_name(fmt: Format) -> str:
+    """A C identifier fragment naming a format (``csr``, ``du10``)."""
+    return fmt.name if fmt.name.isidentifier() else fmt.codes + "".join(map(str, fmt.order))
 
 
 def _tile(stmt, slots, outer, inner, value_dtype, infos, decisions) -> Tile | None:
@@ -488,13 +508,14 @@ def tile_for(sched: Schedule, sizes: dict[str, int]) -> tuple[Tile | None, Decis
     elem = 4 if sched.value_dtype == "float32" else 8
     line = LINE_BYTES // elem
     n = sizes.get(t.var, 0)
-    reg = max(1, min(t.size, n))  # exact width when it fits: a constant trip count for every row
+    reg, exact = register_width(n, t.size, line)
     why = f"{reg} {elem}-byte accumulators ({-(-reg // line)} cache line(s))"
     gathered = [a for a, s in sched.slots.items() if not s.sparse and t.var in a.idx
                 and any(v not in sched.stmt.idx for v in a.idx)]
-    exact = reg == n
     if exact:
         why += f"; the tile spans {t.var}: N_{t.var} is the constant {reg}"
+    elif n < reg:
+        why += f"; width {n} runs the generic {reg}-wide kernel (exact widths: {EXACT_WIDTHS})"
     if not gathered or not sched.parallel:
         return Tile(t.var, reg, False, exact=exact), Decision(f"tile {t.var} by {reg} (registers)", why)
     rows = max(1, max(_prod(sizes[v] for v in a.idx if v != t.var) for a in gathered))
@@ -510,11 +531,24 @@ def tile_for(sched: Schedule, sizes: dict[str, int]) -> tuple[Tile | None, Decis
         return Tile(t.var, reg, False, prefetch, exact), Decision(
             f"tile {t.var} by {reg} (registers)", f"{why}; gathered {names} ({rows * n * elem / 2**20:.1f} MiB) "
             f"is under {OUTER_TILE_FACTOR}x L{llc_level} ({llc / 2**20:.0f} MiB): no cache panels")
-    width = max(line, min(int(budget // (rows * elem)) // line * line, t.size))
+    width = _pow2_floor(max(line, min(int(budget // (rows * elem)) // line * line, t.size)))
     return Tile(t.var, width, True, prefetch), Decision(
         f"tile {t.var} by {width}, tile loop outermost",
         f"gathered {names} is {rows * n * elem / 2**20:.1f} MiB; a {width}-wide panel "
         f"({rows * width * elem / 2**20:.1f} MiB) fits {CACHE_SHARE:.0%} of L{llc_level} ({llc / 2**20:.0f} MiB)")
+
+
+def register_width(n: int, most: int, line: int = 16) -> tuple[int, bool]:
+    """(tile, exact) for a dense width ``n`` (``line`` values per cache line): exact for
+    ``EXACT_WIDTHS``, else the smallest bucket that holds it (at most ``most``)."""
+    if n in EXACT_WIDTHS and n <= most:
+        return n, True
+    buckets = [b * line for b in WIDTH_BUCKET_LINES if n <= b * line <= most]
+    return (min(buckets) if buckets else most), False
+
+
+def _pow2_floor(x: int) -> int:
+    return 1 << (max(1, x).bit_length() - 1)
 
 
 def _prod(xs) -> int:

@@ -5,6 +5,14 @@ Level ``k`` of a tensor stores dimension ``format.order[k]``. A compressed level
 level has neither. ``values`` is optional: a pattern-only tensor reads as all ones and costs no
 value bytes. Constructors check the invariants (monotone ``pos``, coordinates in range, sorted
 and unique where the level promises it) once, before any native code sees the arrays.
+
+**Repeated coordinates** (a non-unique level, e.g. ``from_coo(..., sum_duplicates=False)``) add
+up: an entry stored twice counts twice. A conversion that merges them sums their values; a
+pattern-only tensor then gets its multiplicities as values, and is marked ``counts``: such values
+take the dtype of the expression they enter instead of fixing it.
+
+A tensor is immutable; values derived from it (conversions, partitions, pointers) are cached on
+it by ``derived`` and built once even when threads race (``caches.BUILD_LOCK``).
 """
 from __future__ import annotations
 
@@ -13,7 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import NotSupported, UserError
+from .caches import BUILD_LOCK
 from .formats import COO, CSC, CSR, DCSR, Format, parse_format
+from .native import plain
 
 INDEX_DTYPES = (torch.int32, torch.int64)
 VALUE_DTYPES = (torch.float32, torch.float64)
@@ -47,21 +57,26 @@ class SparseTensor:
         pos, crd: one entry per level (``None`` where the level has no such array).
         values: the stored values, or ``None`` for a pattern-only tensor.
         check: validate invariants (default: True). Skip only for arrays sgnn produced itself.
+        counts: the values are multiplicities of a pattern (whole numbers; see the module notes).
 
     >>> A = SparseTensor.from_dense(torch.tensor([[0., 2.], [3., 0.]]))
     >>> A.format.name, A.nnz
     ('csr', 2)
     """
 
-    def __init__(self, shape, format, pos, crd, values=None, *, check: bool = True):
+    def __init__(self, shape, format, pos, crd, values=None, *, check: bool = True, counts: bool = False):
         self.shape = torch.Size(int(s) for s in shape)
         self.format = parse_format(format)
         self.pos = list(pos)
         self.crd = list(crd)
         self.values = values
+        self.counts = bool(counts) and values is not None
         self._derived: dict = {}  # cached conversions and partitions, keyed by purpose
         if check:
             from .validate import check_tensor
+            self.pos, self.crd = _plain_arrays(self.pos, "pos"), _plain_arrays(self.crd, "crd")
+            if isinstance(values, torch.Tensor):
+                self.values = plain(values, "values", "SparseTensor")
             check_tensor(self)
 
     # ------------------------------------------------------------------ properties
@@ -71,12 +86,13 @@ class SparseTensor:
 
     @property
     def nnz(self) -> int:
+        """Stored positions (times the extents of trailing dense levels)."""
         last = self.crd[-1] if self.crd and self.crd[-1] is not None else None
         if last is not None:
             return int(last.numel())
         n = 1
-        for s in self.shape:
-            n *= s
+        for k, lv in enumerate(self.format.levels):
+            n = n * self.level_dim(k) if lv.kind == "dense" else int(self.crd[k].numel())
         return n
 
     @property
@@ -104,9 +120,10 @@ class SparseTensor:
         return self.shape[self.format.order[k]]
 
     def __repr__(self) -> str:
+        vals = str(self.values.dtype).replace("torch.", "") if self.values is not None else None
         return (f"SparseTensor(shape={tuple(self.shape)}, format={self.format.name}, nnz={self.nnz}, "
-                f"index={str(self.index_dtype).replace('torch.', '')}, "
-                f"values={str(self.values.dtype).replace('torch.', '') if self.values is not None else None})")
+                f"index={str(self.index_dtype).replace('torch.', '')}, values={vals}"
+                f"{' (counts)' if self.counts else ''})")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -114,7 +131,8 @@ class SparseTensor:
                  sum_duplicates: bool = False, check: bool = True) -> "SparseTensor":
         """CSR from row pointers ``pos`` and column coordinates ``crd`` (zero-copy when valid).
 
-        ``sort=True`` sorts each row first; ``sum_duplicates=True`` merges repeated coordinates.
+        ``sort=True`` sorts each row first; ``sum_duplicates=True`` merges repeated coordinates
+        (a pattern-only matrix with repeats then gets their counts as values).
         """
         pos, crd = _as_index(pos, "pos"), _as_index(crd, "crd")
         if pos.dtype != crd.dtype:
@@ -123,19 +141,27 @@ class SparseTensor:
         if shape is None:
             ncols = int(crd.max()) + 1 if crd.numel() else 0
             shape = (pos.numel() - 1, ncols)
+        values = _as_values(values)
+        counts = False
         if sort or sum_duplicates:
             from . import convert
             from .validate import check_compressed_bounds
             check_compressed_bounds(pos, crd, shape, "from_csr")
-            pos, crd, values = convert.sort_rows(pos, crd, _as_values(values), shape)
+            pos, crd, vals = convert.sort_rows(pos, crd, values, shape)
             if sum_duplicates:
-                pos, crd, values = convert.sum_duplicates(pos, crd, values, shape)
-        return cls(shape, CSR, [None, pos], [None, crd], _as_values(values), check=check)
+                pos, crd, vals = convert.sum_duplicates(pos, crd, vals, shape)
+            values, counts = vals, values is None and vals is not None
+        return cls(shape, CSR, [None, pos], [None, crd], values, check=check, counts=counts)
 
     @classmethod
     def from_coo(cls, row, col, values=None, shape=None, *, format="csr",
                  sum_duplicates: bool = True) -> "SparseTensor":
-        """From coordinate lists; converted (sorted, duplicates summed) to ``format`` in C++."""
+        """From coordinate lists; converted (sorted, duplicates summed) to ``format`` in C++.
+
+        Pattern-only input (``values=None``) with repeated coordinates and ``sum_duplicates=True``
+        gets the repeat counts as values. ``sum_duplicates=False`` keeps the repeats (csr, csc, coo;
+        dcsr is unique, so it always sums them).
+        """
         row, col = _as_index(row, "row"), _as_index(col, "col")
         if row.shape != col.shape:
             raise UserError(f"from_coo: expected row and col of the same length (got {row.numel()} and "
@@ -155,10 +181,11 @@ class SparseTensor:
         r, c, s = (col, row, (shape[1], shape[0])) if transpose else (row, col, shape)
         pos, crd, vals = convert.coo_to_csr(r, c, values, s, sum_duplicates=sum_duplicates)
         fmt_out = CSR if sum_duplicates else Format("du")
-        out = cls(s, fmt_out, [None, pos], [None, crd], vals, check=False)
+        counts = values is None and vals is not None
+        out = cls(s, fmt_out, [None, pos], [None, crd], vals, check=False, counts=counts)
         if transpose:
             out = SparseTensor(shape, Format(fmt_out.codes, order=(1, 0)), out.pos, out.crd, out.values,
-                               check=False)
+                               check=False, counts=counts)
         return out.to(DCSR) if fmt == DCSR else out
 
     @classmethod
@@ -176,6 +203,7 @@ class SparseTensor:
         """
         if not isinstance(edge_index, torch.Tensor):
             raise UserError(f"from_edge_index: expected a torch.Tensor (got {type(edge_index).__name__})")
+        edge_index = plain(edge_index, "edge_index", "from_edge_index")  # e.g. PyG's EdgeIndex: its data
         if edge_index.dim() != 2 or edge_index.size(0) != 2:
             raise UserError(f"from_edge_index: expected edge_index of shape [2, E] (got {list(edge_index.shape)})")
         if num_nodes is None:
@@ -188,8 +216,7 @@ class SparseTensor:
         """From a torch sparse COO / CSR / CSC tensor (CSR and CSC share its memory)."""
         if not isinstance(t, torch.Tensor):
             raise UserError(f"from_torch: expected a torch.Tensor (got {type(t).__name__})")
-        if t.device.type != "cpu":
-            raise UserError(f"from_torch: expected a CPU tensor (got device {t.device}); call .cpu() first")
+        t = plain(t, "the tensor", "from_torch")
         if t.layout == torch.sparse_csr:
             return cls(t.shape, CSR, [None, t.crow_indices()], [None, t.col_indices()], t.values())
         if t.layout == torch.sparse_csc:
@@ -205,26 +232,24 @@ class SparseTensor:
 
     @classmethod
     def from_scipy(cls, m) -> "SparseTensor":
-        """From a scipy.sparse matrix or array (CSR / CSC share its memory; others go through COO)."""
-        import scipy.sparse as sp
-        if not sp.issparse(m):
-            raise UserError(f"from_scipy: expected a scipy.sparse matrix (got {type(m).__name__})")
-        if m.format in ("csr", "csc"):
-            fmt = CSR if m.format == "csr" else CSC
-            pos, crd = torch.from_numpy(m.indptr), torch.from_numpy(m.indices)
-            out = cls(m.shape, fmt, [None, pos], [None, crd], torch.from_numpy(m.data), check=False)
-            from .validate import check_no_nan, check_tensor
-            if not m.has_sorted_indices or not m.has_canonical_format:
-                check_tensor(out)
-            elif out.values is not None:
-                check_no_nan(out.values, "from_scipy")
-            return out
-        c = m.tocoo()
-        return cls.from_coo(torch.from_numpy(c.row), torch.from_numpy(c.col), torch.from_numpy(c.data), c.shape)
+        """From any scipy.sparse matrix or array (csr, csc, coo, bsr, lil, dok, dia, ...).
+
+        Every input is checked in full (scipy's ``has_canonical_format`` flags are not trusted):
+        bounds, pointer monotonicity, index and value dtypes. A canonical CSR / CSC with contiguous
+        native-endian arrays shares their memory; anything else is copied: other formats go
+        through CSR, unsorted rows are sorted, repeated coordinates summed. Indices become int32
+        when they fit, else int64. Values: float32 / float64 are kept; integer and bool
+        data become float32 (exact up to 2**24), longdouble float64; complex is refused.
+        """
+        from .scipy_io import from_scipy
+        return from_scipy(m)
 
     @classmethod
     def from_dense(cls, t: torch.Tensor, format="csr") -> "SparseTensor":
         """The nonzeros of a dense matrix."""
+        if not isinstance(t, torch.Tensor):
+            raise UserError(f"from_dense: expected a torch.Tensor (got {type(t).__name__})")
+        t = plain(t, "the matrix", "from_dense")
         if t.dim() != 2:
             raise NotSupported(f"from_dense: expected a matrix (got {t.dim()} dimensions)")
         r, c = torch.nonzero(t, as_tuple=True)
@@ -236,11 +261,8 @@ class SparseTensor:
         fmt = parse_format(format)
         if fmt == self.format:
             return self
-        key = ("format", fmt)
-        if key not in self._derived:
-            from .convert_formats import convert_format
-            self._derived[key] = convert_format(self, fmt)
-        return self._derived[key]
+        from .convert_formats import convert_format
+        return self.derived(("format", fmt), lambda: convert_format(self, fmt))
 
     def transpose(self) -> "SparseTensor":
         """The transpose, sharing memory (a CSR becomes a CSC of the swapped shape)."""
@@ -248,7 +270,8 @@ class SparseTensor:
         if order is None:
             raise NotSupported("transpose: only matrices")
         fmt = Format(self.format.codes, order=order)
-        return SparseTensor((self.shape[1], self.shape[0]), fmt, self.pos, self.crd, self.values, check=False)
+        return SparseTensor((self.shape[1], self.shape[0]), fmt, self.pos, self.crd, self.values, check=False,
+                            counts=self.counts)
 
     @property
     def T(self) -> "SparseTensor":
@@ -273,9 +296,14 @@ class SparseTensor:
         return torch.ones(self.nnz, dtype=torch.float32)
 
     def to_dense(self) -> torch.Tensor:
-        r, c = self.coordinates()
+        """A dense copy; repeated coordinates add up."""
+        if self.ndim == 2:
+            idx = tuple(a.long() for a in self.coordinates())
+        else:
+            from .convert_formats import level_coordinates
+            idx = tuple(level_coordinates(self))
         out = torch.zeros(tuple(self.shape), dtype=self.dtype)
-        out.index_put_((r.long(), c.long()), self.value_array(), accumulate=True)
+        out.index_put_(idx, self.value_array(), accumulate=True)
         return out
 
     def to_torch(self, layout=torch.sparse_csr) -> torch.Tensor:
@@ -299,10 +327,34 @@ class SparseTensor:
                              shape=tuple(self.shape))
 
     def derived(self, key, make):
-        """A value computed once from this (immutable) tensor and cached on it."""
-        if key not in self._derived:
-            self._derived[key] = make()
-        return self._derived[key]
+        """A value computed once from this (immutable) tensor and cached on it (it dies with it).
+
+        Hits take no lock; a miss builds under ``caches.BUILD_LOCK``, so racing threads get the
+        same object (one whose memory a plan may hold a raw pointer to)."""
+        hit = self._derived.get(key, _MISSING)
+        if hit is not _MISSING:
+            return hit
+        with BUILD_LOCK:
+            hit = self._derived.get(key, _MISSING)
+            if hit is _MISSING:
+                hit = self._derived[key] = make()
+        return hit
+
+    def with_counts(self, dtype: torch.dtype) -> "SparseTensor":
+        """This tensor with its stored multiplicities as ``dtype`` values (ones when pattern-only)."""
+        if self.values is not None and self.values.dtype == dtype:
+            return self
+        return self.derived(("counts", dtype), lambda: SparseTensor(
+            self.shape, self.format, self.pos, self.crd,
+            self.value_array().to(dtype) if self.values is not None else torch.ones(self.nnz, dtype=dtype),
+            check=False, counts=True))
+
+
+_MISSING = object()
+
+
+def _plain_arrays(arrays: list, what: str) -> list:
+    return [plain(a, what, "SparseTensor") if isinstance(a, torch.Tensor) else a for a in arrays]
 
 
 def _as_index(a, what: str) -> torch.Tensor:
@@ -311,8 +363,7 @@ def _as_index(a, what: str) -> torch.Tensor:
             a = torch.as_tensor(a)
         except (TypeError, ValueError, RuntimeError) as e:
             raise UserError(f"expected {what} to be an integer tensor (got {type(a).__name__})") from e
-    if a.device.type != "cpu":
-        raise UserError(f"expected {what} on the CPU (got device {a.device}); call .cpu() first")
+    a = plain(a, what, "SparseTensor")
     if a.dtype not in INDEX_DTYPES:
         if a.dtype.is_floating_point or a.dtype == torch.bool or a.dtype.is_complex:
             raise UserError(f"expected {what} to be int32 or int64 (got {a.dtype})")
@@ -327,10 +378,9 @@ def _as_values(v) -> torch.Tensor | None:
         return None
     if not isinstance(v, torch.Tensor):
         v = torch.as_tensor(v)
-    if v.device.type != "cpu":
-        raise UserError(f"expected values on the CPU (got device {v.device}); call .cpu() first")
+    v = plain(v, "values", "SparseTensor")
     if v.dtype not in VALUE_DTYPES:
-        if v.dtype.is_floating_point or not v.dtype.is_complex:
+        if not v.dtype.is_complex:  # integers, bool, float16 / bfloat16: float32 (exact up to 2**24)
             v = v.to(torch.float32)
         else:
             raise UserError(f"expected float32 or float64 values (got {v.dtype})")

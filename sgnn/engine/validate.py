@@ -132,3 +132,15 @@ def check_compressed_bounds(pos, crd, shape, where: str) -> None:
     """The checks that must hold before sorting a CSR: pos shape and monotone, crd in range."""
     _check_pos(pos, int(shape[0]), crd.numel(), where)
     _check_crd(crd, int(shape[1]), where)
+
+
+def rows_canonical(pos: torch.Tensor, crd: torch.Tensor) -> bool:
+    """Whether every segment of a (bounds-checked) compressed level is sorted and unique."""
+    n = crd.numel()
+    if n < 2:
+        return True
+    bad = crd[1:] <= crd[:-1]
+    starts = pos[1:-1]
+    starts = starts[(starts > 0) & (starts < n)]
+    bad[starts.long() - 1] = False  # a new segment may start lower
+    return not bool(bad.any())

@@ -60,9 +60,10 @@ class Conv(nn.Module):
         """The output shape of a call on dense ``x`` with ``n_dst`` targets (for fake tensors)."""
         return tuple(x.shape[:-2]) + (n_dst, self.out_channels)
 
-    def graph(self, edge_index, n_src: int, n_dst: int, edge_weight=None) -> Graph:
-        """The cached graph of this call's adjacency, read with this conv's ``flow``."""
-        return graph_of(edge_index, n_src, n_dst, edge_weight, self.flow)
+    def graph(self, edge_index, n_src: int, n_dst: int, edge_weight=None, self_loops: bool = False) -> Graph:
+        """The cached graph of this call's adjacency, read with this conv's ``flow`` (with GATConv's
+        self loops when ``self_loops``)."""
+        return graph_of(edge_index, n_src, n_dst, edge_weight, self.flow, self_loops)
 
     def check_node_dim(self, x: torch.Tensor, allowed: tuple[int, ...]) -> None:
         """Nodes must lie along ``node_dim`` (``-2`` or ``0`` for [N, F]; ``-2`` or ``1`` for [B, N, F])."""

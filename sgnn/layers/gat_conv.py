@@ -138,9 +138,7 @@ class GATConv(Conv):
                 materialize(self.res, x_dst, nn.init.xavier_uniform_)
         n_src = x_src.shape[0]
         n_dst = size[1] if size is not None else (x_dst.shape[0] if x_dst is not None else None)
-        g = self.graph(edge_index, n_src, n_dst)
-        if self.add_self_loops:
-            g = g.with_self_loops()
+        g = self.graph(edge_index, n_src, n_dst, self_loops=self.add_self_loops)
         has_edge = edge_attr is not None and self.lin_edge is not None
         dropout = self.training and self.dropout > 0
         if return_attention_weights or dropout or self.aggr in ("max", "min", "mul") or \

@@ -157,28 +157,32 @@ class Graph:
         perm = None if self._perm is None else (lambda: self.edge_perm[keep])
         return Graph(m, perm, from_sparse=self.from_sparse, sources=self._sources)
 
-    def with_self_loops(self) -> "Graph":
+    def with_self_loops(self, rebuild=None) -> "Graph":
         """Pattern only: self loops removed, then one added per node of the square part (PyG
         GATConv's rule). Its edge order (``edge_perm``: -1 - node for an added loop) is computed on
-        first use."""
-        def coords():
-            base = self._strip_loops()  # not kept: the graph with loops replaces it
-            n = min(self.num_dst, self.num_src)
+        first use, from ``rebuild()`` (a fresh copy of this graph) when given, so that the result
+        does not keep this graph alive."""
+        def coords(g):
+            base = g._strip_loops()  # not kept: the graph with loops replaces it
+            n = min(g.num_dst, g.num_src)
             loops = torch.arange(n, dtype=base.adj.index_dtype)
             rr = torch.cat([base.adj.coordinates()[0], loops])
             cc = torch.cat([base.adj.crd[1], loops])
             return base, rr, cc, n
 
         def perm():
-            base, rr, cc, n = coords()
+            base, rr, cc, n = coords(rebuild() if rebuild is not None else self)
             old = base.edge_perm if base._perm is not None else torch.arange(base.nnz)
             eid = torch.cat([old, -1 - torch.arange(n)]).to(torch.float64)
-            return SparseTensor.from_coo(rr, cc, eid, tuple(self.adj.shape), sum_duplicates=False).values.long()
+            return SparseTensor.from_coo(rr, cc, eid, tuple(shape), sum_duplicates=False).values.long()
+
+        shape = tuple(self.adj.shape)
 
         def make():
-            _, rr, cc, _ = coords()
-            m = SparseTensor.from_coo(rr, cc, None, tuple(self.adj.shape), sum_duplicates=False)
-            return Graph(m, perm, from_sparse=self.from_sparse, sources=self._sources)
+            _, rr, cc, _ = coords(self)
+            m = SparseTensor.from_coo(rr, cc, None, shape, sum_duplicates=False)
+            return Graph(m, perm if rebuild is not None or self._perm is not None else None,
+                         from_sparse=self.from_sparse, sources=self._sources)
         return self.derived("self_loops", make)
 
 
@@ -195,16 +199,19 @@ FLOWS = ("source_to_target", "target_to_source")
 
 
 def graph_of(edge_index, num_src: int, num_dst: int | None, edge_weight: torch.Tensor | None = None,
-             flow: str = "source_to_target") -> Graph:
+             flow: str = "source_to_target", self_loops: bool = False) -> Graph:
     """The cached ``Graph`` of any supported adjacency input.
 
     ``num_dst=None``: as many targets as the adjacency has rows (an ``edge_index``: ``num_src``).
     ``flow="target_to_source"`` reads an ``edge_index`` with row 1 as the source (PyG's rule);
-    sparse adjacencies are always ``adj_t`` and refuse it, as PyG does."""
+    sparse adjacencies are always ``adj_t`` and refuse it, as PyG does. ``self_loops``: the graph
+    with PyG GATConv's self loops; for an ``edge_index`` it is cached on its own, so a GAT-only model
+    holds one CSR, not the plain one as well."""
     if isinstance(edge_index, Graph):
         return edge_index
     if hasattr(edge_index, "__sgnn_graph__"):  # e.g. sgnn.distributed.DistGraph: local rows + halo columns
-        return edge_index.__sgnn_graph__(num_src, num_src if num_dst is None else num_dst, flow)
+        g = edge_index.__sgnn_graph__(num_src, num_src if num_dst is None else num_dst, flow)
+        return g.with_self_loops() if self_loops else g
     if flow not in FLOWS:
         raise UserError(f"Expected 'flow' to be either 'source_to_target' or 'target_to_source' (got {flow!r})")
     sparse = isinstance(edge_index, SparseTensor) or not isinstance(edge_index, torch.Tensor) \
@@ -213,20 +220,21 @@ def graph_of(edge_index, num_src: int, num_dst: int | None, edge_weight: torch.T
         raise UserError('Flow direction "target_to_source" is invalid for message propagation via a sparse '
                         'adjacency (it is always adj_t); pass an edge_index or transpose the adjacency')
     if isinstance(edge_index, SparseTensor):
-        return _check_size(edge_index.derived(("graph",), lambda: _graph_from_sparse(edge_index)),
-                           num_src, num_dst)
+        g = _check_size(edge_index.derived(("graph",), lambda: _graph_from_sparse(edge_index)), num_src, num_dst)
+        return g.with_self_loops() if self_loops else g
     if not isinstance(edge_index, torch.Tensor):
         name = type(edge_index).__name__
         if name == "SparseTensor" and hasattr(edge_index, "csr"):  # torch_sparse.SparseTensor (adj_t)
             rowptr, col, val = edge_index.csr()
             st = SparseTensor.from_csr(rowptr, col, val, tuple(edge_index.sizes()))
-            return graph_of(st, num_src, num_dst)
+            return graph_of(st, num_src, num_dst, self_loops=self_loops)
         raise UserError(f"Expected 'edge_index' to be a Tensor, an sgnn.SparseTensor or a torch sparse "
                         f"tensor (got {name})")
     if edge_index.layout != torch.strided:
         key = (edge_index.layout,)
         g = _cached(edge_index, key, lambda: _graph_from_sparse(SparseTensor.from_torch(edge_index)))
-        return _check_size(g, num_src, num_dst)
+        g = _check_size(g, num_src, num_dst)
+        return g.with_self_loops() if self_loops else g
     _check_edge_index(edge_index)
     num_dst = num_src if num_dst is None else num_dst
     if edge_weight is not None:
@@ -237,8 +245,22 @@ def graph_of(edge_index, num_src: int, num_dst: int | None, edge_weight: torch.T
     wkey = None if edge_weight is None else _weight_key(edge_weight)
     flip = flow == "target_to_source"
     key = ("ei", num_src, num_dst, wkey, flip)
-    return _cached(edge_index, key,
-                   lambda: _graph_from_edge_index(edge_index, num_src, num_dst, edge_weight, flip))
+
+    def plain():
+        return _graph_from_edge_index(edge_index, num_src, num_dst, edge_weight, flip)
+    if not self_loops:
+        return _cached(edge_index, key, plain)
+    known = _peek(edge_index, key)
+    if known is not None:  # other layers keep the plain graph anyway: derive from it
+        return known.with_self_loops()
+    ref = weakref.ref(edge_index)
+
+    def rebuild():
+        e = ref()
+        if e is None:
+            raise UserError("the edge_index this graph was built from no longer exists")
+        return _graph_from_edge_index(e, num_src, num_dst, None, flip)
+    return _cached(edge_index, key + ("loops",), lambda: plain().with_self_loops(rebuild))
 
 
 def _check_size(g: Graph, num_src: int, num_dst: int | None) -> Graph:
@@ -287,6 +309,15 @@ def _cached(t: torch.Tensor, key, make) -> Graph:
     g = make()
     entries[full] = (g, _content(t) if inference else None)
     return g
+
+
+def _peek(t: torch.Tensor, key) -> Graph | None:
+    """The graph cached for ``t`` under ``key``, if it is there and current (no build)."""
+    entries = _cache.get(t)
+    if not entries or t.is_inference():
+        return None
+    hit = entries.get((t._version, _storage_ptr(t), tuple(t.shape), t.dtype, *key))
+    return None if hit is None else hit[0]
 
 
 def _content(t: torch.Tensor):
