@@ -170,13 +170,14 @@ class Graph:
             cc = torch.cat([base.adj.crd[1], loops])
             return base, rr, cc, n
 
+        shape = tuple(self.adj.shape)
+        source = rebuild if rebuild is not None else (lambda: self)  # no reference to self with rebuild
+
         def perm():
-            base, rr, cc, n = coords(rebuild() if rebuild is not None else self)
+            base, rr, cc, n = coords(source())
             old = base.edge_perm if base._perm is not None else torch.arange(base.nnz)
             eid = torch.cat([old, -1 - torch.arange(n)]).to(torch.float64)
-            return SparseTensor.from_coo(rr, cc, eid, tuple(shape), sum_duplicates=False).values.long()
-
-        shape = tuple(self.adj.shape)
+            return SparseTensor.from_coo(rr, cc, eid, shape, sum_duplicates=False).values.long()
 
         def make():
             _, rr, cc, _ = coords(self)
