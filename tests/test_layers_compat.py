@@ -314,3 +314,15 @@ def test_hetero_conv(kind):
     ours_make, ref_make = HETERO_CONVS[kind]
     _same_hetero(pyg.HeteroConv({k: ours_make() for k in HETERO_EI}),
                  pyg.HeteroConv({k: ref_make() for k in HETERO_EI}), "HeteroConv")
+
+
+# ------------------------------------------------------------------ explain a layer call
+@pytest.mark.parametrize("layer", LAYERS)
+def test_explain_a_layer_call(layer):
+    import sgnn
+    ours, _, kw = LAYERS[layer]
+    n, ei = make_graph("directed")
+    e = sgnn.explain(ours(8, 4, **kw), features(n, 8), ei)
+    assert e.kernels and e.decisions, "a layer call runs kernels and makes decisions"
+    text = str(e)
+    assert type(ours(8, 4, **kw)).__name__ in text and "== loop IR" in text and "== layer decisions" in text

@@ -1,10 +1,12 @@
 """User entry points: ``einsum``, ``evaluate`` and ``explain``."""
 from __future__ import annotations
 
+import torch
+
 from ..errors import UserError
 from .caches import LRU
 from .expr import Statement, parse_einsum
-from .explain import Explanation, explain_plan
+from .explain import CallExplanation, Explanation, explain_plan, recording
 from .runtime import as_operand, evaluate as _evaluate, plan_for
 
 _parsed = LRU(256)  # (spec, operand count) -> Statement
@@ -48,11 +50,29 @@ def evaluate(stmt: Statement, **tensors):
 def explain(spec, *operands, **tensors) -> Explanation:
     """Loop order, tiles, formats, parallel loop and generated C++ for an expression.
 
-    ``spec`` is an einsum string (with positional operands) or a Statement (with named tensors).
+    ``spec`` is an einsum string (with positional operands), a Statement (with named tensors), or a
+    layer (an ``nn.Module`` such as ``GCNConv``) with its call's arguments: then its decisions and
+    every kernel it ran, in order.
     """
+    if isinstance(spec, torch.nn.Module):
+        return explain_call(spec, *operands, **tensors)
     if isinstance(spec, Statement):
         ops = {n: as_operand(t, n) for n, t in tensors.items()}
         return explain_plan(plan_for(spec, ops), ops)
     st = _einsum_stmt(spec, len(operands))
     ops = {f"t{n}": as_operand(t, f"t{n}") for n, t in enumerate(operands)}
     return explain_plan(plan_for(st, ops, memo_key=spec), ops)
+
+
+def explain_call(module, *args, **kwargs) -> CallExplanation:
+    """Run ``module(*args, **kwargs)`` under inference mode, recording its decisions and kernels."""
+    with recording() as calls, torch.inference_mode():
+        module(*args, **kwargs)
+    kernels, decisions = [], []
+    for kind, what, ops, key in calls:
+        if kind == "decision":
+            decisions.append(what)
+        else:
+            ops = {n: as_operand(t, n) for n, t in ops.items()}
+            kernels.append(explain_plan(plan_for(what, ops, key), ops))
+    return CallExplanation(repr(module), decisions, kernels)

@@ -1,6 +1,8 @@
 """``explain()``: what the compiler decided for an expression, section by section in pipeline order."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
 
 
@@ -57,3 +59,51 @@ def explain_plan(plan, ops: dict) -> Explanation:
         parallel=(f"over {s.outer[0]}" if s.parallel else "serial"), tile=tile, loop_ir=k.loop_ir,
         cpp=k.source, cache_key=k.info["key"], cache_hit=bool(k.info.get("hit")),
         conversions=[str(d) for d in s.decisions if str(d).startswith("convert")])
+
+
+# ---------------------------------------------------------------- a whole layer call
+_recorder: contextvars.ContextVar[list | None] = contextvars.ContextVar("sgnn_explain", default=None)
+
+
+def record(stmt, ops: dict, memo_key=None) -> None:
+    """Remember an evaluation while ``recording()`` (a layer's kernels call this; else a no-op)."""
+    calls = _recorder.get()
+    if calls is not None:
+        calls.append(("kernel", stmt, dict(ops), memo_key))
+
+
+def note(text) -> None:
+    """Remember a layer-level decision (association, blocking, fused epilogue) while recording;
+    ``text`` is a string or a function making it (formatted only while recording)."""
+    calls = _recorder.get()
+    if calls is not None:
+        calls.append(("decision", text() if callable(text) else text, None, None))
+
+
+@contextlib.contextmanager
+def recording():
+    calls: list = []
+    token = _recorder.set(calls)
+    try:
+        yield calls
+    finally:
+        _recorder.reset(token)
+
+
+@dataclass
+class CallExplanation:
+    """The plan of one layer call: its decisions and one ``Explanation`` per kernel it ran."""
+
+    layer: str
+    decisions: list
+    kernels: list
+
+    def __str__(self) -> str:
+        dec = "\n".join(f"  - {d}" for d in self.decisions) or "  (none)"
+        parts = [f"#### {self.layer}\n== layer decisions\n{dec}"]
+        for n, k in enumerate(self.kernels, 1):
+            parts.append(f"#### kernel {n} of {len(self.kernels)}\n{k}")
+        return "\n".join(parts)
+
+    def _repr_pretty_(self, p, cycle):  # IPython
+        p.text(str(self))

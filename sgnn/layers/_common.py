@@ -6,6 +6,7 @@ import weakref
 import torch
 
 from ..engine import SparseTensor, einsum, memory
+from ..engine.explain import note
 from ..errors import UserError
 
 # Below this fraction of nonzeros, X·W runs as a sparse×dense product. Measured on PubMed's 19717 x 500
@@ -80,7 +81,10 @@ def matmul_t(x, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` (a torch Linear's product), sparse×dense when ``x`` is mostly zeros."""
     xs = x if isinstance(x, SparseTensor) else _as_sparse_features(x)
     if xs is None:
+        note(lambda: f"X·W: dense GEMM (torch) into a huge-page buffer, {tuple(x.shape)} x "
+             f"{tuple(weight.shape[::-1])}")
         return linear(x, weight)
+    note(lambda: f"X·W: sparse x dense (sgnn kernel): X stores {xs.nnz} of {xs.shape[0] * xs.shape[1]} entries")
     w = weight.detach()
     if xs.dtype != w.dtype and xs.values is not None:
         raise UserError(f"dtype mismatch: x is {xs.dtype} but the weight is {w.dtype}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..engine import SparseTensor, memory
+from ..engine.explain import note
 from . import kernels
 
 BLOCK_BYTES = 32 << 20
@@ -46,6 +47,7 @@ def aggregate_linear(stmt, key, tensors: dict, row_names: tuple[str, ...], weigh
         return out
     out = memory.empty((n, w.shape[0]), w.dtype)
     step = max(1024, BLOCK_BYTES // (f_in * w.element_size()))
+    note(lambda: f"row-blocked (ÂX)W: {-(-n // step)} blocks of {step} rows (no {n}x{f_in} intermediate)")
     for r0 in range(0, n, step):
         r1 = min(n, r0 + step)
         part = dict(tensors, A=row_slice(adj, r0, r1))

@@ -12,6 +12,7 @@ from ..errors import NotSupported, UserError
 from . import kernels, ops
 from ._common import TensorCache, check_x, matmul_t
 from .activation import resolve
+from ..engine.explain import note
 from .conv import Conv, is_lazy, make_linear, materialize, records
 from .graph import Graph, plain_edge_index
 
@@ -143,11 +144,15 @@ class GATConv(Conv):
         dropout = self.training and self.dropout > 0
         if return_attention_weights or dropout or self.aggr in ("max", "min", "mul") or \
                 records(x_src, x_dst, edge_attr, *self.parameters()):
+            note(lambda: "edge-wise torch formulation (autograd, attention dropout, attention weights or "
+                 f"aggr={self.aggr!r}): E×H×C messages")
             out, alpha = self._edgewise(g, x_src, x_dst, lin_s, lin_d, edge_attr if has_edge else None,
                                         edge_index)
             if return_attention_weights:
                 return out, self._attention(g, alpha, edge_index)
             return out
+        note(lambda: "fused: logits, row softmax (two passes per row) and aggregation in one kernel; logits as "
+             "x·(Θ·att) folded per weight version")
         return self._fused(g, x_src, x_dst, lin_s, lin_d, edge_attr if has_edge else None, edge_index)
 
     def _fused(self, g: Graph, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index) -> torch.Tensor:

@@ -9,6 +9,7 @@ from ..errors import NotSupported
 from . import blocked, kernels, ops
 from ._common import check_x, dense_features, matmul_t
 from .activation import resolve
+from ..engine.explain import note
 from .conv import Conv, make_linear, materialize, records, refuse_grad
 from .graph import Graph
 
@@ -130,6 +131,7 @@ class GCNConv(Conv):
         g = self._graph(x, edge_index, edge_weight)
         d, d_src, e, cnt = self._norm(g)
         if records(x, self.lin.weight, self.bias) or x.dim() == 3:
+            note(lambda: "autograd or a static batch: the differentiable formulation (ops.spmm, derived backward)")
             if g.distributed:
                 raise NotSupported("GCNConv: training on a partitioned graph is not supported yet")
             return self._autograd(x, g, d, e, cnt)
@@ -156,6 +158,10 @@ class GCNConv(Conv):
         w = self.lin.weight
         adj = _values_as(base, w.dtype)
         reassociate = self.lin.in_features <= self.out_channels  # (ÂX)W: the sparse product moves `in` values
+        note(lambda: f"association: {'(ÂX)W' if reassociate else 'Â(XW)'} (in={self.lin.in_features}, "
+             f"out={self.out_channels}: the sparse product moves min(in, out) values per edge)")
+        note(lambda: "bias and activation: " + ("after the GEMM (addmm, activation in place)" if reassociate
+                                        else "in the kernel's epilogue"))
         z = base.sources(dense_features(x, w.dtype) if reassociate else matmul_t(x, w))
         tensors = {"A": adj, "Z": z}
         for name, t in (("d", d), ("r", r), ("e", e)):

@@ -10,6 +10,7 @@ import functools
 
 from ..engine.expr import (Statement, compute, indices, leaky_relu, max_, min_, pattern, softmax, sum_,
                            tensors)
+from ..engine.explain import record
 from ..engine.runtime import evaluate
 from .activation import Act
 
@@ -78,4 +79,5 @@ def _act(act: Act | None, out):
 
 def run(stmt: Statement, key, **tensors):
     """Evaluate a layer statement; ``key`` (hashable, cheap) identifies it in the plan memo."""
+    record(stmt, tensors, key)
     return evaluate(stmt, tensors, memo_key=key)

@@ -9,6 +9,7 @@ from ..errors import NotSupported
 from . import blocked, kernels, ops
 from ._common import _as_sparse_features, add_linear_, check_x, dense_features, linear, matmul_t
 from .activation import resolve
+from ..engine.explain import note
 from .conv import Conv, make_linear, materialize, records
 
 NATIVE = ("mean", "sum", "add", "max", "min")  # aggregators with a compiled kernel
@@ -129,7 +130,11 @@ class SAGEConv(Conv):
         tensors = {"A": adj}
         if scale:
             tensors["r"] = g.derived(("inv_deg", dtype), lambda: _inv(g.in_degree(weighted=False), dtype))
-        if self.out_channels < self.lin_l.in_features:  # aggregate X·W_l; root, bias, act in one pass
+        first = self.out_channels < self.lin_l.in_features
+        note(lambda: "association: " + ("aggregate X·W_l (root, bias, activation in the epilogue)" if first
+                                        else "aggregate X, then the GEMMs")
+             + f" (in={self.lin_l.in_features}, out={self.out_channels})")
+        if first:  # aggregate X·W_l; root, bias, act in one pass
             tensors["Z"] = g.sources(matmul_t(x_src, w_l))
             if x_dst is not None:
                 tensors["R"] = matmul_t(x_dst, self.lin_r.weight)
