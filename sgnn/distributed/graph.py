@@ -183,8 +183,10 @@ class DistGraph:
         if self.separate_wait:
             self._collective(dist.barrier)
             wait = time.perf_counter() - start
-        out = t.new_empty((self.num_local + self.num_halo, *t.shape[1:]))
-        out[: self.num_local] = t
+        out = self._buffer_of(t)
+        if out is None:  # t is not the head of a buffer from source_buffer: copy it in front
+            out = t.new_empty((self.num_local + self.num_halo, *t.shape[1:]))
+            out[: self.num_local] = t
         send = t.index_select(0, self.send_idx)
         self._collective(dist.all_to_all_single, out[self.num_local:], send, self.recv_counts,
                          self.send_counts)
@@ -193,6 +195,22 @@ class DistGraph:
                          "bytes_recv": self.num_halo * row, "wait_s": wait,
                          "seconds": time.perf_counter() - start})
         return out
+
+    def source_buffer(self, shape, dtype) -> torch.Tensor:
+        """The first ``num_local`` rows of a buffer with room for the halo: a tensor written there is
+        exchanged in place (no copy of the local rows)."""
+        from ..engine import memory
+        full = memory.empty((self.num_local + self.num_halo, *tuple(shape)[1:]), dtype)
+        return full[: self.num_local]
+
+    def _buffer_of(self, t: torch.Tensor) -> torch.Tensor | None:
+        base = t._base
+        if base is None or base.data_ptr() != t.data_ptr() or not base.is_contiguous() or not t.is_contiguous():
+            return None
+        row = t[0].numel() if t.shape[0] else 0
+        if t.shape[0] != self.num_local or base.numel() != (self.num_local + self.num_halo) * row:
+            return None
+        return base.view(self.num_local + self.num_halo, *t.shape[1:])
 
     def gather(self, out_local: torch.Tensor) -> torch.Tensor:
         """The global tensor [num_nodes, ...] (global node order) of every rank's local rows, on every rank."""
@@ -266,7 +284,7 @@ class DistGraph:
                             f"(dist_graph.shard(x)); got {num_src} source and {num_dst} target rows")
         if self._graph is None:
             from ..layers.graph import Graph
-            self._graph = Graph(self.adjacency(), None, sources=self.exchange)
+            self._graph = Graph(self.adjacency(), None, sources=self.exchange, buffer=self.source_buffer)
         return self._graph
 
 

@@ -77,17 +77,18 @@ def _as_sparse_features(x: torch.Tensor) -> SparseTensor | None:
     return result
 
 
-def matmul_t(x, weight: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T`` (a torch Linear's product), sparse×dense when ``x`` is mostly zeros."""
+def matmul_t(x, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T`` (a torch Linear's product), sparse×dense when ``x`` is mostly zeros; a dense
+    GEMM writes into ``out`` when given (e.g. the local rows of a partitioned graph's buffer)."""
     xs = x if isinstance(x, SparseTensor) else _as_sparse_features(x)
     if xs is None:
         note(lambda: f"X·W: dense GEMM (torch) into a huge-page buffer, {tuple(x.shape)} x "
              f"{tuple(weight.shape[::-1])}")
-        return linear(x, weight)
+        return linear(x, weight, out=out)
     note(lambda: f"X·W: sparse x dense (sgnn kernel): X stores {xs.nnz} of {xs.shape[0] * xs.shape[1]} entries")
     w = weight.detach()
-    if xs.dtype != w.dtype and xs.values is not None:
-        raise UserError(f"dtype mismatch: x is {xs.dtype} but the weight is {w.dtype}")
+    if xs.dtype != w.dtype and xs.values is not None:  # features take the parameters' dtype
+        xs = xs.with_values(xs.values.to(w.dtype))
     return einsum("ik,kj->ij", xs, transposed(weight))
 
 
@@ -121,14 +122,18 @@ def records_graph(*ts) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           out: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ weight.T (+ bias)`` written into a fresh buffer on huge pages (the GEMM's output is
     gathered at random next, and a fresh 4 KiB-paged buffer costs a page fault per page); plain
-    ops when autograd records."""
-    if records_graph(x, weight, bias) or x.dtype != weight.dtype:
+    ops when autograd records. Features take the parameters' dtype (as in ``ops.linear``)."""
+    if x.dtype != weight.dtype:
+        x = x.to(weight.dtype)
+    if records_graph(x, weight, bias):
         out = x @ weight.t()
         return out if bias is None else out + bias
-    out = memory.empty((x.shape[0], weight.shape[0]), weight.dtype)
+    if out is None or out.shape != (x.shape[0], weight.shape[0]) or out.dtype != weight.dtype:
+        out = memory.empty((x.shape[0], weight.shape[0]), weight.dtype)
     if bias is None:
         return torch.mm(x, weight.t(), out=out)
     return torch.addmm(bias, x, weight.t(), out=out)

@@ -159,7 +159,8 @@ class GATConv(Conv):
         """Inference: logits, row softmax and aggregation in one compiled loop nest."""
         H, C = self.heads, self.out_channels
         res = None if self.res is None or x_dst is None else matmul_t(x_dst, self.res.weight)
-        xs = g.sources(self._project(x_src, lin_s).contiguous())
+        rows = g.source_rows((x_src.shape[0], H * C), lin_s.weight.dtype)
+        xs = g.sources(matmul_t(x_src, lin_s.weight, rows).view(-1, H, C))
         tensors = {"A": g.adj.with_values(None) if g.adj.values is not None else g.adj,
                    "as_": g.sources(self._logits(x_src, lin_s, self.att_src).contiguous()), "X": xs}
         if x_dst is not None:

@@ -162,7 +162,8 @@ class GCNConv(Conv):
              f"out={self.out_channels}: the sparse product moves min(in, out) values per edge)")
         note(lambda: "bias and activation: " + ("after the GEMM (addmm, activation in place)" if reassociate
                                         else "in the kernel's epilogue"))
-        z = base.sources(dense_features(x, w.dtype) if reassociate else matmul_t(x, w))
+        z = base.sources(dense_features(x, w.dtype) if reassociate
+                         else matmul_t(x, w, base.source_rows((x.shape[0], w.shape[0]), w.dtype)))
         tensors = {"A": adj, "Z": z}
         for name, t in (("d", d), ("r", r), ("e", e)):
             if t is not None:

@@ -36,8 +36,10 @@ class Graph:
     given as a callable, computed on first use (only edge features and attention weights need
     it), so a large graph does not hold an E-sized int64 array it never reads."""
 
-    def __init__(self, adj: SparseTensor, edge_perm=None, *, from_sparse: bool = False, sources=None):
+    def __init__(self, adj: SparseTensor, edge_perm=None, *, from_sparse: bool = False, sources=None,
+                 buffer=None):
         self.adj = adj
+        self._buffer = buffer  # (shape, dtype) -> local rows of a buffer with room for the halo rows
         self._sources = sources  # t_local -> t over all source columns (a distributed graph's halo exchange)
         self._perm = edge_perm
         self.from_sparse = from_sparse  # built from a sparse adjacency (PyG's rules differ by input type)
@@ -57,6 +59,11 @@ class Graph:
         """A per-node tensor of this process's nodes extended to every source column of the graph
         (itself for a local graph; local rows then halo rows for a partitioned one)."""
         return t if self._sources is None else self._sources(t)
+
+    def source_rows(self, shape, dtype) -> torch.Tensor | None:
+        """Where to write a source-side tensor of this process's rows so that ``sources`` can add
+        the halo rows without a copy (None for a local graph: any tensor will do)."""
+        return None if self._buffer is None else self._buffer(shape, dtype)
 
     @property
     def num_dst(self) -> int:
@@ -155,7 +162,8 @@ class Graph:
         m = SparseTensor(adj.shape, adj.format, [None, pos.to(adj.index_dtype)], [None, adj.crd[1][keep]],
                          vals, check=False)
         perm = None if self._perm is None else (lambda: self.edge_perm[keep])
-        return Graph(m, perm, from_sparse=self.from_sparse, sources=self._sources)
+        return Graph(m, perm, from_sparse=self.from_sparse, sources=self._sources,
+                         buffer=self._buffer)
 
     def with_self_loops(self, rebuild=None) -> "Graph":
         """Pattern only: self loops removed, then one added per node of the square part (PyG
@@ -183,7 +191,8 @@ class Graph:
             _, rr, cc, _ = coords(self)
             m = SparseTensor.from_coo(rr, cc, None, shape, sum_duplicates=False)
             return Graph(m, perm if rebuild is not None or self._perm is not None else None,
-                         from_sparse=self.from_sparse, sources=self._sources)
+                         from_sparse=self.from_sparse, sources=self._sources,
+                         buffer=self._buffer)
         return self.derived("self_loops", make)
 
 

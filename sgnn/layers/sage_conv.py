@@ -135,7 +135,7 @@ class SAGEConv(Conv):
                                         else "aggregate X, then the GEMMs")
              + f" (in={self.lin_l.in_features}, out={self.out_channels})")
         if first:  # aggregate X·W_l; root, bias, act in one pass
-            tensors["Z"] = g.sources(matmul_t(x_src, w_l))
+            tensors["Z"] = g.sources(matmul_t(x_src, w_l, g.source_rows((x_src.shape[0], w_l.shape[0]), dtype)))
             if x_dst is not None:
                 tensors["R"] = matmul_t(x_dst, self.lin_r.weight)
             has_bias = self.lin_l.bias is not None
