@@ -65,6 +65,9 @@ template <> struct vec<double> {
   typedef double v __attribute__((vector_size(64)));
   typedef double u __attribute__((vector_size(64), aligned(8)));
 };
+// One vector of VL values from (unaligned) memory.
+inline vec<float>::v load(const float* p) { return *(const vec<float>::u*)p; }
+inline vec<double>::v load(const double* p) { return *(const vec<double>::u*)p; }
 template <class T, int64_t N> struct Tile {
   static constexpr int64_t VL = 64 / sizeof(T);
   static constexpr int64_t NV = N / VL;
@@ -75,18 +78,19 @@ template <class T, int64_t N> inline void tile_zero(Tile<T, N>& t) {
 #pragma GCC unroll 16
   for (int64_t k = 0; k < Tile<T, N>::NV; k++) t.r[k] = typename vec<T>::v{};
 }
-// t += h * x[0 .. N)
-template <class T, int64_t N> inline void tile_axpy(Tile<T, N>& t, T h, const T* x) {
+// t += h * x[0 .. N); x may be stored narrow (bf16 / f16: converted on load, see load below)
+template <class T, int64_t N, class X, class H> inline void tile_axpy(Tile<T, N>& t, H h_, const X* x) {
+  const T h = T(h_);
 #pragma GCC unroll 16
-  for (int64_t k = 0; k < Tile<T, N>::NV; k++)
-    t.r[k] += h * *(const typename vec<T>::u*)(x + k * Tile<T, N>::VL);
+  for (int64_t k = 0; k < Tile<T, N>::NV; k++) t.r[k] += h * load(x + k * Tile<T, N>::VL);
 }
 // t += h * x[0 .. N) for a partial tile (the generic kernel of a bucketed width): whole-vector loads
 // while they stay below `end` (one past the gathered operand's last element; lanes past the row's
 // width hold values of the next row, which the epilogue never stores), scalar lanes at the very end.
-template <class T, int64_t N> inline void tile_axpy_bounded(Tile<T, N>& t, T h, const T* x, const T* end) {
+template <class T, int64_t N, class X, class H>
+inline void tile_axpy_bounded(Tile<T, N>& t, H h, const X* x, const X* end) {
   if (x + N <= end) { tile_axpy(t, h, x); return; }
-  for (int64_t l = 0; l < N && x + l < end; l++) t.r[l / Tile<T, N>::VL][l % Tile<T, N>::VL] += h * x[l];
+  for (int64_t l = 0; l < N && x + l < end; l++) t.r[l / Tile<T, N>::VL][l % Tile<T, N>::VL] += T(h) * T(x[l]);
 }
 template <class T, int64_t N> inline void tile_spill(const Tile<T, N>& t, T* out) {
 #pragma GCC unroll 16
@@ -94,3 +98,7 @@ template <class T, int64_t N> inline void tile_spill(const Tile<T, N>& t, T* out
     *(typename vec<T>::u*)(out + k * Tile<T, N>::VL) = t.r[k];
 }
 }  // namespace sg
+
+#ifdef SG_NARROW  // bfloat16 / float16 operands (the kernel's S), only for kernels that read them
+#include "sgnn_narrow.h"
+#endif

@@ -15,7 +15,9 @@ Other variables: ``SGNN_CXX`` (compiler, default ``g++``), ``SGNN_CXXFLAGS`` (ex
 compiled into a private temporary directory removed at exit, with one warning),
 ``SGNN_CACHE=0`` (no disk cache), ``SGNN_ASSERT_CACHED=1`` (any compile is an error; for timed
 runs), ``SGNN_COMPILE_TIMEOUT`` (seconds one compiler run may take, default 300; on timeout its
-whole process group is killed and a ``CompilerError`` names this variable).
+whole process group is killed and a ``CompilerError`` names this variable), ``SGNN_NO_BF16_ISA=1``
+(``config(portable_math=True)``: bfloat16 / float16 kernels convert with shifts and scalar code
+instead of the AVX-512 BF16 / F16C instructions; part of the kernel source, so of its cache key).
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class Settings:
     cache: bool
     assert_cached: bool
     compile_timeout: float = 300.0
+    portable_math: bool = False
 
 
 def _from_env() -> Settings:
@@ -61,6 +64,7 @@ def _from_env() -> Settings:
         cache=os.environ.get("SGNN_CACHE", "1") != "0",
         assert_cached=os.environ.get("SGNN_ASSERT_CACHED", "0") == "1",
         compile_timeout=_env_seconds("SGNN_COMPILE_TIMEOUT", 300.0),
+        portable_math=os.environ.get("SGNN_NO_BF16_ISA", "0") == "1",
     )
 
 

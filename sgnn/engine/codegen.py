@@ -19,11 +19,15 @@ def argtypes(params) -> list:
 
 
 def render(fns: list[Function], *, name: str, value_ctype: str, tile: int | None, header: str,
-           constant: str | None = None) -> str:
+           constant: str | None = None, storage_ctype: str | None = None, portable: bool = False) -> str:
     """C++ source of ``fns``; ``constant`` names a size parameter whose value is ``TILE`` (an exact
-    tile): the body sees it as a compile-time constant (constant strides, no remainder loop)."""
-    lines = [f"// sgnn kernel {name}", *[f"// {h}" for h in header.splitlines()],
-             '#include "sgnn_runtime.h"', f"typedef {value_ctype} T;"]
+    tile): the body sees it as a compile-time constant (constant strides, no remainder loop).
+    ``storage_ctype`` (``sg::bf16`` / ``sg::f16``) is ``S``, the operands' narrow element type;
+    ``portable`` keeps such kernels off the bf16 / fp16 conversion instructions."""
+    narrow = ["#define SG_NARROW 1", *(["#define SG_PORTABLE 1"] if portable else [])] if storage_ctype else []
+    lines = [f"// sgnn kernel {name}", *[f"// {h}" for h in header.splitlines()], *narrow,
+             '#include "sgnn_runtime.h"', f"typedef {value_ctype} T;",
+             *([f"typedef {storage_ctype} S;"] if storage_ctype else [])]
     if tile:
         lines.append(f"static constexpr int64_t TILE = {tile};")
     for fn in fns:

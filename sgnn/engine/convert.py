@@ -245,4 +245,13 @@ def sum_duplicates(pos, crd, values, shape):
     return pos, _shrink(crd, k), _shrink(values, k)
 
 
-__all__ = ["coo_to_csr", "csr_transpose", "sort_rows", "sum_duplicates"]
+def widened(fn, a, b, values, *rest, **kw):
+    """``fn(a, b, values, ...)`` for bfloat16 / float16 values too: the native code runs on a float32
+    copy (exact), merged repeats are summed in float32 and rounded once, results are cast back."""
+    if values is None or values.dtype in _VALUE:
+        return fn(a, b, values, *rest, **kw)
+    *out, v = fn(a, b, values.float(), *rest, **kw)
+    return (*out, None if v is None else v.to(values.dtype))
+
+
+__all__ = ["widened", "coo_to_csr", "csr_transpose", "sort_rows", "sum_duplicates"]

@@ -75,10 +75,10 @@ def _to_csr(t):
     if t.format == CSR:
         return t
     if t.format.codes == "ds" and t.format.order == (1, 0):  # CSC: transpose its storage
-        pos, crd, val = convert.csr_transpose(t.pos[1], t.crd[1], t.values, (t.shape[1], t.shape[0]))
+        pos, crd, val = convert.widened(convert.csr_transpose, t.pos[1], t.crd[1], t.values, (t.shape[1], t.shape[0]))
         return SparseTensor(t.shape, CSR, [None, pos], [None, crd], val, check=False)
     r, c = coordinates(t)
-    pos, crd, val = convert.coo_to_csr(r, c, t.values, tuple(t.shape), sum_duplicates=True)
+    pos, crd, val = convert.widened(convert.coo_to_csr, r, c, t.values, tuple(t.shape), sum_duplicates=True)
     return SparseTensor(t.shape, CSR, [None, pos], [None, crd], val, check=False)
 
 
@@ -88,7 +88,7 @@ def _from_csr(a, fmt: Format):
     if fmt == CSR:
         return a
     if fmt == CSC:
-        p, c, v = convert.csr_transpose(pos, crd, a.values, tuple(a.shape))
+        p, c, v = convert.widened(convert.csr_transpose, pos, crd, a.values, tuple(a.shape))
         return SparseTensor(a.shape, CSC, [None, p], [None, c], v, check=False)
     if fmt == COO:
         rows = _expand(torch.arange(a.shape[0], dtype=pos.dtype), pos)
@@ -110,7 +110,7 @@ def _non_unique(t, order: tuple):
     r, c = coordinates(t)
     shape = tuple(t.shape) if order == (0, 1) else (t.shape[1], t.shape[0])
     outer, inner = (r, c) if order == (0, 1) else (c, r)
-    pos, crd, val = convert.coo_to_csr(outer, inner, t.values, shape, sum_duplicates=False,
+    pos, crd, val = convert.widened(convert.coo_to_csr, outer, inner, t.values, shape, sum_duplicates=False,
                                        index_dtype=t.index_dtype)
     return SparseTensor(t.shape, Format("du", order=order), [None, pos], [None, crd], val, check=False)
 

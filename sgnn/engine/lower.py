@@ -82,6 +82,7 @@ class Lowerer:
         self.groups = softmax_groups(sched.stmt.expr) if FUSE_SOFTMAX else {}
         self.phase = "compute"
         self.elem = 4 if sched.value_dtype == "float32" else 8
+        self.sty = "S" if sched.storage_dtype else "T"  # operands' element type (S: narrow storage)
         self.registers_used = False
 
     # ------------------------------------------------------------ names
@@ -105,7 +106,7 @@ class Lowerer:
                 continue
             seen.add(sl.key)
             if not sl.sparse:
-                ps.append((sl.key, "const T*"))
+                ps.append((sl.key, f"const {self.sty}*"))
                 continue
             it = self.index_ctypes[sl.key]
             for k, lv in enumerate(sl.format.levels):
@@ -114,13 +115,14 @@ class Lowerer:
                 if lv.has_crd:
                     ps.append((f"{sl.key}_crd{k}", f"const {it}*"))
             if sl.info.value_dtype is not None:
-                ps.append((f"{sl.key}_val", "const T*"))
+                ps.append((f"{sl.key}_val", f"const {self.sty}*"))
+        out = f"{self.sty}*"  # written once per element (the epilogue): narrow outputs round there
         if s.output == "dense":
-            ps.append(("out", "T*"))
+            ps.append(("out", out))
         elif s.output == "sampled":
-            ps.append(("out_val", "T*"))
+            ps.append(("out_val", out))
         else:
-            ps += [("out_pos", "int64_t*"), ("out_crd", "int64_t*"), ("out_val", "T*")]
+            ps += [("out_pos", "int64_t*"), ("out_crd", "int64_t*"), ("out_val", out)]
         ps += [("bounds", "const int64_t*"), ("nparts", "int64_t"), ("nthreads", "int32_t")]
         return ps
 
@@ -239,7 +241,7 @@ class Lowerer:
             tiled = self.tile is not None and rest[-1] == self.tile.var
             offset = "t0" if tiled and len(rest) == 1 else "0"
             width = f"{env.tn}" if tiled and len(rest) == 1 else row
-            nbytes = f"sg::min<int64_t>(({width}) * sizeof(T), 512)"
+            nbytes = f"sg::min<int64_t>(({width}) * sizeof({self.sty}), 512)"
             pf = Prefetch(sl.key, row, offset, nbytes, PREFETCH_LINES, limit)
             if pf not in out:
                 out.append(pf)

@@ -35,8 +35,10 @@ PLANS = 256  # memoised plans (expression × operand signatures)
 KERNELS_PER_PLAN = 32  # tile choices compiled per plan (bucketed widths keep this small)
 SIZES_PER_PLAN = 64  # index sizes → kernel, per plan (one entry per distinct graph size)
 
-_CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t"}
-_TORCH = {"float32": torch.float32, "float64": torch.float64}
+_CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
+          "bfloat16": "sg::bf16", "float16": "sg::f16"}
+_TORCH = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+          "float16": torch.float16}
 _INDEX = {"int32": torch.int32, "int64": torch.int64}
 _DTYPE_NAME = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
                torch.bfloat16: "bfloat16", torch.int32: "int32", torch.int64: "int64"}
@@ -100,7 +102,7 @@ class Plan:
             for d, v in enumerate(a.idx):
                 if v in self.size_sources and (sl.operand, d) not in self.size_sources[v]:
                     self.size_sources[v].append((sl.operand, d))
-        self.value_dtype = _TORCH[s.value_dtype]
+        self.value_dtype = _TORCH[s.storage_dtype or s.value_dtype]  # the operands' and the result's dtype
         self.slot_names = [(sl.key, sl.operand) for sl in _unique_slots(s)]
         self.needs_conversion = any(sl.convert_to is not None for sl in s.slots.values())
         # slots reading multiplicities as values: cast to the plan's dtype (ones when pattern-only)
@@ -111,14 +113,19 @@ class Plan:
         self.array_args = _array_args(s, self.value_dtype)
 
     # ------------------------------------------------------------ compile
+    def variant(self) -> tuple:
+        """What else a kernel depends on: the portable-math setting, for narrow operands."""
+        return (settings().portable_math,) if self.sched.storage_dtype else ()
+
     def kernel(self, tile: Tile | None, tile_decision: Decision | None) -> Kernel:
-        k = self.kernels.get(tile)
+        key = (tile, *self.variant())
+        k = self.kernels.get(key)
         if k is not None:
             return k
         with self._lock:
-            k = self.kernels.get(tile)
+            k = self.kernels.get(key)
             if k is None:
-                k = self.kernels.put(tile, self._build(tile, tile_decision))
+                k = self.kernels.put(key, self._build(tile, tile_decision))
         return k
 
     def _build(self, tile: Tile | None, tile_decision: Decision | None) -> Kernel:
@@ -127,9 +134,12 @@ class Plan:
         if [n[2:] for n, _ in params if n.startswith("N_")] != self.size_args:
             raise InternalError("kernel parameters and runtime argument order disagree")
         header = str(self.sched.stmt) + "\n" + "\n".join(str(d) for d in self.sched.decisions)
+        narrow = self.sched.storage_dtype
         source = codegen.render(fns, name="sgnn", value_ctype=_CTYPE[self.sched.value_dtype],
                                 tile=tile.size if tile else None, header=header,
-                                constant=f"N_{tile.var}" if tile is not None and tile.exact else None)
+                                constant=f"N_{tile.var}" if tile is not None and tile.exact else None,
+                                storage_ctype=_CTYPE[narrow] if narrow else None,
+                                portable=bool(narrow) and settings().portable_math)
         log(2, "schedule:\n  " + "\n  ".join(str(d) for d in self.sched.decisions))
         ir = "\n".join(f"{fn.name}:\n{show(fn.body, 1)}" for fn in fns)
         log(3, "loop IR:\n" + ir)
@@ -186,7 +196,7 @@ class Plan:
             for key in self.count_keys:
                 by_slot[key] = by_slot[key].with_counts(self.value_dtype)
         sizes = self.sizes(ops)
-        skey = tuple(sizes.values())
+        skey = (*sizes.values(), *self.variant()) if self.sched.storage_dtype else tuple(sizes.values())
         k = self.by_sizes.recent.get(skey) or self.by_sizes.get(skey)
         if k is None:
             k = self.by_sizes.put(skey, self.kernel(*tile_for(self.sched, sizes)))
@@ -218,7 +228,7 @@ class Plan:
         driver = by_slot[s.slots[s.driver].key]
         n_extra = len(s.inner)
         if s.output == "sampled":
-            vals = memory.empty((driver.nnz * inner,), self.value_dtype)
+            vals = memory.empty((driver.nnz * inner,), vdt)
             k.fns["compute"](*args, _out(vals), *tail)
             return SparseTensor(out_shape, s.out_format, list(driver.pos) + [None] * n_extra,
                                 list(driver.crd) + [None] * n_extra, vals, check=False)
@@ -228,7 +238,7 @@ class Plan:
         torch.cumsum(pos, 0, out=pos)
         nnz = int(pos[-1])
         crd = torch.empty(nnz, dtype=torch.int64)
-        vals = memory.empty((nnz * inner,), self.value_dtype)
+        vals = memory.empty((nnz * inner,), vdt)
         k.fns["compute"](*args, _out(pos), _out(crd), _out(vals), *tail)
         return SparseTensor(out_shape, s.out_format, [None, pos] + [None] * n_extra,
                             [None, crd] + [None] * n_extra, vals, check=False)

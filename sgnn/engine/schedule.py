@@ -157,8 +157,9 @@ class Schedule:
     tile: Tile | None
     parallel: bool
     partition_slot: Slot | None
-    value_dtype: str
+    value_dtype: str  # the compute dtype: float32 / float64 (float32 for narrow storage)
     decisions: list = field(default_factory=list)
+    storage_dtype: str = ""  # bfloat16 / float16 when operands are stored narrow, else "" (= value_dtype)
 
     def sparse_accesses(self):
         return [a for a, s in self.slots.items() if s.sparse]
@@ -302,7 +303,8 @@ def make_schedule(stmt: Statement, infos: dict[str, OperandInfo]) -> Schedule:
         clash = set(r.idx) & set(stmt.idx)
         if clash:
             raise UserError(f"index {sorted(clash)} is both an output index and reduced")
-    value_dtype = _value_dtype(infos, accs)
+    storage = _value_dtype(infos, accs)
+    value_dtype = "float32" if storage in NARROW else storage
     out_set = set(stmt.idx)
     sparse_accs = [a for a in accs if infos[a.name].sparse]
     outer_set = {v for a in sparse_accs for v in _leading_vars(a, infos[a.name]) if v in out_set}
@@ -350,7 +352,8 @@ def make_schedule(stmt: Statement, infos: dict[str, OperandInfo]) -> Schedule:
                                  "sparse output indices in storage order, reductions below, dense "
                                  "output indices innermost for SIMD"))
     return Schedule(stmt, slots, outer, inner, reduce_order, output, driver, out_format, tile,
-                    parallel, partition, value_dtype, decisions)
+                    parallel, partition, value_dtype, decisions,
+                    storage_dtype=storage if storage in NARROW else "")
 
 
 def _leading_vars(a: Access, info: OperandInfo) -> list[str]:
@@ -373,11 +376,17 @@ def _value_dtype(infos, accs) -> str:
             seen.setdefault(vd, a.name)
     if len(seen) > 1:
         names = ", ".join(f"{n} is {d}" for d, n in seen.items())
-        raise UserError(f"dtype mismatch between operands ({names}); convert them to one float dtype")
+        raise UserError(f"dtype mismatch between operands ({names}); sgnn does not promote: convert them "
+                        f"to one float dtype (e.g. .float() or .bfloat16())")
     vd = next(iter(seen), "float32")
-    if vd not in ("float32", "float64"):
-        raise UserError(f"expected float32 or float64 operands (got {vd})")
+    if vd not in ("float32", "float64", *NARROW):
+        raise UserError(f"expected float32, float64, bfloat16 or float16 operands (got {vd})")
     return vd
+
+
+# Narrow storage dtypes: operands stay narrow in memory; kernels convert on load and accumulate in
+# float32 registers; the result is float32 rounded once (to nearest even) to the operands' dtype.
+NARROW = ("bfloat16", "float16")
 
 
 def _slot_for(a: Access, info: OperandInfo, rank, decisions) -> Slot:

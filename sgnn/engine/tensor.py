@@ -11,6 +11,11 @@ up: an entry stored twice counts twice. A conversion that merges them sums their
 pattern-only tensor then gets its multiplicities as values, and is marked ``counts``: such values
 take the dtype of the expression they enter instead of fixing it.
 
+**Value dtypes**: float32, float64, bfloat16, float16. Kernels read bfloat16 / float16 values
+narrow, accumulate in float32 and return results in that dtype, rounded once to nearest even
+(float16 overflow gives inf, as in torch). Operands of different value dtypes are refused, never
+promoted silently (a pattern-only or counts operand takes the others' dtype).
+
 A tensor is immutable; values derived from it (conversions, partitions, pointers) are cached on
 it by ``derived`` and built once even when threads race (``caches.BUILD_LOCK``).
 """
@@ -26,7 +31,8 @@ from .formats import COO, CSC, CSR, DCSR, Format, parse_format
 from .native import plain
 
 INDEX_DTYPES = (torch.int32, torch.int64)
-VALUE_DTYPES = (torch.float32, torch.float64)
+VALUE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+NARROW_DTYPES = (torch.bfloat16, torch.float16)  # stored narrow, computed in float32 (see schedule)
 _I32_MAX = 2**31 - 1
 
 
@@ -147,9 +153,9 @@ class SparseTensor:
             from . import convert
             from .validate import check_compressed_bounds
             check_compressed_bounds(pos, crd, shape, "from_csr")
-            pos, crd, vals = convert.sort_rows(pos, crd, values, shape)
+            pos, crd, vals = convert.widened(convert.sort_rows, pos, crd, values, shape)
             if sum_duplicates:
-                pos, crd, vals = convert.sum_duplicates(pos, crd, vals, shape)
+                pos, crd, vals = convert.widened(convert.sum_duplicates, pos, crd, vals, shape)
             values, counts = vals, values is None and vals is not None
         return cls(shape, CSR, [None, pos], [None, crd], values, check=check, counts=counts)
 
@@ -179,7 +185,7 @@ class SparseTensor:
         from . import convert
         transpose = fmt == CSC
         r, c, s = (col, row, (shape[1], shape[0])) if transpose else (row, col, shape)
-        pos, crd, vals = convert.coo_to_csr(r, c, values, s, sum_duplicates=sum_duplicates)
+        pos, crd, vals = convert.widened(convert.coo_to_csr, r, c, values, s, sum_duplicates=sum_duplicates)
         fmt_out = CSR if sum_duplicates else Format("du")
         counts = values is None and vals is not None
         out = cls(s, fmt_out, [None, pos], [None, crd], vals, check=False, counts=counts)
@@ -380,10 +386,10 @@ def _as_values(v) -> torch.Tensor | None:
         v = torch.as_tensor(v)
     v = plain(v, "values", "SparseTensor")
     if v.dtype not in VALUE_DTYPES:
-        if not v.dtype.is_complex:  # integers, bool, float16 / bfloat16: float32 (exact up to 2**24)
+        if not v.dtype.is_complex:  # integers, bool: float32 (exact up to 2**24)
             v = v.to(torch.float32)
         else:
-            raise UserError(f"expected float32 or float64 values (got {v.dtype})")
+            raise UserError(f"expected float32, float64, bfloat16 or float16 values (got {v.dtype})")
     from .validate import check_no_nan
     v = v.contiguous().reshape(-1)
     check_no_nan(v, "SparseTensor")

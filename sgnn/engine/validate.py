@@ -67,7 +67,7 @@ def check_tensor(t) -> None:
     if t.values is not None:
         v = t.values
         if not isinstance(v, torch.Tensor) or v.dtype not in VALUE_DTYPES:
-            _fail(f"{where}: expected float32 or float64 values (got {getattr(v, 'dtype', type(v))})")
+            _fail(f"{where}: expected float32, float64, bfloat16 or float16 values (got {getattr(v, 'dtype', type(v))})")
         if v.device.type != "cpu":
             _fail(f"{where}: expected CPU values (got device {v.device}); call .cpu() first")
         if v.dim() != 1 or v.numel() != parent:
