@@ -2,7 +2,7 @@
 
 Tests assert on ``Explanation`` fields, never on its printed layout. The structural tests count
 parallel regions and check workspace sizes in the C++ (one loop nest for attention, no buffer
-sized by the number of nonzeros). Golden sources of three canonical kernels live in
+sized by the number of nonzeros). Golden sources of a corpus of representative kernels live in
 ``tests/golden``; refresh them on purpose with ``SGNN_UPDATE_GOLDEN=1``.
 """
 from __future__ import annotations
@@ -161,18 +161,70 @@ def strip_comments(cpp: str) -> str:
 
 
 def canonical_kernels(S) -> dict:
-    """The three canonical kernels: SpMM, SDDMM and attention on float32 CSR, width 5."""
+    """The golden corpus: representative statements on a float32 CSR matrix (30 x 20, int32 indices).
+
+    Widths 5 (generic bucket), 64, 128 (exact tiles) and 256 (a tile loop over a wide row), bf16
+    storage, SDDMM, GAT attention, max / min aggregation, a union inside a reduction, an assembled
+    output, a natively CSC (transposed) access, a 3-index contraction, the GCN layer statement and
+    a gather large enough to be prefetched, float64, a sparse-plus-dense sum (a dense loop walking
+    a sparse row) and a serial reduction to a scalar."""
+    from sgnn.layers import kernels
+    m, n = S.shape
+    bf = torch.bfloat16
+    Sb = S.with_values(S.values.to(bf))
+    csc = S.to("csc")  # 30 x 20 stored column-major: A[j, i] iterates i then j
+    wide = make_sparse(random_coo(4, m, 20000, "empty_rows"), "csr", f32, i32).operand
+    k = sgnn.indices("k")[0]
+    gcn = kernels.gcn(True, True, True)
+    gcn_ops = dict(A=S.with_values(None), d=dense_rand(5, n, dtype=f32), r=dense_rand(6, m, dtype=f32),
+                   e=dense_rand(7, m, dtype=f32), Z=dense_rand(8, n, 16, dtype=f32),
+                   Y=dense_rand(9, m, 16, dtype=f32), b=dense_rand(10, 16, dtype=f32))
+    spmm = sgnn.compute((i, k), sgnn.sum_(j, A[i, j] * X[j, k]))
     return {
-        "spmm": sgnn.explain("ik,kj->ij", S, dense_rand(0, 20, 5, dtype=f32)).cpp,
-        "sddmm": sgnn.explain("ij,ik,jk->ij", S, dense_rand(0, 30, 5, dtype=f32),
-                              dense_rand(1, 20, 5, dtype=f32)).cpp,
-        "attention": sgnn.explain(ATTENTION, **attention_operands(S)).cpp,
+        "spmm": lambda: sgnn.explain("ik,kj->ij", S, dense_rand(0, 20, 5, dtype=f32)).cpp,
+        "spmm_w64": lambda: sgnn.explain("ik,kj->ij", S, dense_rand(0, 20, 64, dtype=f32)).cpp,
+        "spmm_w128": lambda: sgnn.explain("ik,kj->ij", S, dense_rand(0, 20, 128, dtype=f32)).cpp,
+        "spmm_w256": lambda: sgnn.explain("ik,kj->ij", S, dense_rand(0, 20, 256, dtype=f32)).cpp,
+        "spmm_bf16": lambda: sgnn.explain("ik,kj->ij", Sb, dense_rand(0, 20, 32, dtype=f32).to(bf)).cpp,
+        "spmm_prefetch": lambda: sgnn.explain("ik,kj->ij", wide, dense_rand(0, 20000, 256, dtype=f32)).cpp,
+        "sddmm": lambda: sgnn.explain("ij,ik,jk->ij", S, dense_rand(0, 30, 5, dtype=f32),
+                                      dense_rand(1, 20, 5, dtype=f32)).cpp,
+        "attention": lambda: sgnn.explain(ATTENTION, **attention_operands(S)).cpp,
+        "max": lambda: sgnn.explain(sgnn.compute((i, k), sgnn.max_(j, A[i, j] * X[j, k])),
+                                    A=S, X=dense_rand(0, 20, 16, dtype=f32)).cpp,
+        "min_pattern": lambda: sgnn.explain(sgnn.compute((i, k), sgnn.min_(j, sgnn.pattern(A[i, j]) * X[j, k])),
+                                            A=S, X=dense_rand(0, 20, 16, dtype=f32)).cpp,
+        "union_reduce": lambda: sgnn.explain(sgnn.compute((i, k), sgnn.sum_(j, (A[i, j] + B[i, j]) * X[j, k])),
+                                             A=S, B=csr_other(S),
+                                             X=dense_rand(0, 20, 8, dtype=f32)).cpp,
+        "assembled": lambda: sgnn.explain(sgnn.compute((i, j), A[i, j] + B[i, j]), A=S, B=csr_other(S)).cpp,
+        "csc": lambda: sgnn.explain(sgnn.compute((i, k), sgnn.sum_(j, A[j, i] * X[j, k])),
+                                    A=csc, X=dense_rand(0, 30, 16, dtype=f32)).cpp,
+        "contract3": lambda: sgnn.explain(sgnn.compute((i, c), sgnn.sum_((j, h), A[i, j] * X[j, h, c])),
+                                          A=S, X=dense_rand(0, 20, 3, 16, dtype=f32)).cpp,
+        "gcn": lambda: sgnn.explain(gcn, **gcn_ops).cpp,
+        "spmm_named": lambda: sgnn.explain(spmm, A=S, X=dense_rand(0, 20, 40, dtype=f32)).cpp,
+        "spmm_f64": lambda: sgnn.explain("ik,kj->ij", S.with_values(S.values.double()),
+                                         dense_rand(0, 20, 24)).cpp,
+        "walk": lambda: sgnn.explain(sgnn.compute((i, k), sgnn.sum_(j, (A[i, j] + B[i, j]) * X[j, k])),
+                                     A=S, B=dense_rand(1, 30, 20, dtype=f32), X=dense_rand(0, 20, 8, dtype=f32)).cpp,
+        "serial": lambda: sgnn.explain("ij->", S).cpp,
     }
 
 
-@pytest.mark.parametrize("name", ["spmm", "sddmm", "attention"])
+def csr_other(S):
+    """A second 30 x 20 CSR matrix with another pattern (float32 values)."""
+    return make_sparse(random_coo(11, *S.shape, "empty_rows"), "csr", f32, i32).operand
+
+
+GOLDEN_NAMES = ["spmm", "spmm_w64", "spmm_w128", "spmm_w256", "spmm_bf16", "spmm_prefetch", "sddmm",
+                "attention", "max", "min_pattern", "union_reduce", "assembled", "csc", "contract3", "gcn",
+                "spmm_named", "spmm_f64", "walk", "serial"]
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
 def test_golden_cpp(S, name):
-    cpp = strip_comments(canonical_kernels(S)[name])
+    cpp = strip_comments(canonical_kernels(S)[name]())
     path = GOLDEN / f"{name}.cpp"
     if os.environ.get("SGNN_UPDATE_GOLDEN") == "1":
         GOLDEN.mkdir(exist_ok=True)

@@ -1,0 +1,54 @@
+#include "sgnn_runtime.h"
+typedef float T;
+static constexpr int64_t TILE = 16;
+extern "C" void sgnn_compute(int64_t N_i, int64_t N_c_arg, int64_t N_j, int64_t N_h, const int32_t* a_A_pos1, const int32_t* a_A_crd1, const T* a_A_val, const T* a_X, T* SG_RESTRICT out, const int64_t* bounds, int64_t nparts, int32_t nthreads) {
+  constexpr int64_t N_c = TILE;  // the runtime passes N_c_arg == TILE
+  (void)N_c_arg;
+  #pragma omp parallel num_threads(nthreads)
+  {
+    #pragma omp for schedule(dynamic, 1)
+    for (int64_t part = 0; part < nparts; part++) {
+      for (int64_t v_i = bounds[part]; v_i < bounds[part + 1]; v_i++) {
+        const int64_t p0_0 = v_i;
+        for (int64_t t0 = 0; t0 < N_c; t0 += TILE) {
+          const int64_t tn = sg::min<int64_t>(TILE, N_c - t0);
+          if (tn == TILE) {
+            sg::Tile<T, TILE> ws0_r;
+            sg::tile_zero(ws0_r);
+            for (int64_t p0_1 = a_A_pos1[p0_0], p0_1_hi = a_A_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
+              const int64_t v_j = a_A_crd1[p0_1];
+              for (int64_t v_h = 0; v_h < N_h; v_h++) {
+                const int64_t v_c = t0;
+                sg::tile_axpy(ws0_r, a_A_val[p0_1], &a_X[((v_j) * N_h + v_h) * N_c + v_c]);
+              }
+            }
+            T ws0[TILE];
+            sg::tile_spill(ws0_r, ws0);
+            #pragma omp simd
+            for (int64_t cc = 0; cc < TILE; cc++) {
+              const int64_t v_c = t0 + cc;
+              out[(v_i) * N_c + v_c] = ws0[cc];
+            }
+          } else {
+            sg::Tile<T, TILE> ws1_r;
+            sg::tile_zero(ws1_r);
+            for (int64_t p0_1 = a_A_pos1[p0_0], p0_1_hi = a_A_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
+              const int64_t v_j = a_A_crd1[p0_1];
+              for (int64_t v_h = 0; v_h < N_h; v_h++) {
+                const int64_t v_c = t0;
+                sg::tile_axpy_bounded(ws1_r, a_A_val[p0_1], &a_X[((v_j) * N_h + v_h) * N_c + v_c], a_X + N_j * N_h * N_c);
+              }
+            }
+            T ws1[TILE];
+            sg::tile_spill(ws1_r, ws1);
+            #pragma omp simd
+            for (int64_t cc = 0; cc < tn; cc++) {
+              const int64_t v_c = t0 + cc;
+              out[(v_i) * N_c + v_c] = ws1[cc];
+            }
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,50 @@
+#include "sgnn_runtime.h"
+typedef float T;
+static constexpr int64_t TILE = 16;
+extern "C" void sgnn_compute(int64_t N_i, int64_t N_k_arg, int64_t N_j, const T* a_r, const int32_t* a_A_pos1, const int32_t* a_A_crd1, const T* a_d, const T* a_Z, const T* a_e, const T* a_Y, const T* a_b, T* SG_RESTRICT out, const int64_t* bounds, int64_t nparts, int32_t nthreads) {
+  constexpr int64_t N_k = TILE;  // the runtime passes N_k_arg == TILE
+  (void)N_k_arg;
+  #pragma omp parallel num_threads(nthreads)
+  {
+    #pragma omp for schedule(dynamic, 1)
+    for (int64_t part = 0; part < nparts; part++) {
+      for (int64_t v_i = bounds[part]; v_i < bounds[part + 1]; v_i++) {
+        const int64_t p1_0 = v_i;
+        for (int64_t t0 = 0; t0 < N_k; t0 += TILE) {
+          const int64_t tn = sg::min<int64_t>(TILE, N_k - t0);
+          if (tn == TILE) {
+            sg::Tile<T, TILE> ws0_r;
+            sg::tile_zero(ws0_r);
+            for (int64_t p1_1 = a_A_pos1[p1_0], p1_1_hi = a_A_pos1[p1_0 + 1]; p1_1 < p1_1_hi; p1_1++) {
+              const int64_t v_j = a_A_crd1[p1_1];
+              const int64_t v_k = t0;
+              sg::tile_axpy(ws0_r, (T(1) * a_d[v_j]), &a_Z[(v_j) * N_k + v_k]);
+            }
+            T ws0[TILE];
+            sg::tile_spill(ws0_r, ws0);
+            #pragma omp simd
+            for (int64_t cc = 0; cc < TILE; cc++) {
+              const int64_t v_k = t0 + cc;
+              out[(v_i) * N_k + v_k] = (((a_r[v_i] * ws0[cc]) + (a_e[v_i] * a_Y[(v_i) * N_k + v_k])) + a_b[v_k]);
+            }
+          } else {
+            sg::Tile<T, TILE> ws1_r;
+            sg::tile_zero(ws1_r);
+            for (int64_t p1_1 = a_A_pos1[p1_0], p1_1_hi = a_A_pos1[p1_0 + 1]; p1_1 < p1_1_hi; p1_1++) {
+              const int64_t v_j = a_A_crd1[p1_1];
+              const int64_t v_k = t0;
+              sg::tile_axpy_bounded(ws1_r, (T(1) * a_d[v_j]), &a_Z[(v_j) * N_k + v_k], a_Z + N_j * N_k);
+            }
+            T ws1[TILE];
+            sg::tile_spill(ws1_r, ws1);
+            #pragma omp simd
+            for (int64_t cc = 0; cc < tn; cc++) {
+              const int64_t v_k = t0 + cc;
+              out[(v_i) * N_k + v_k] = (((a_r[v_i] * ws1[cc]) + (a_e[v_i] * a_Y[(v_i) * N_k + v_k])) + a_b[v_k]);
+            }
+          }
+        }
+      }
+    }
+  }
+}
