@@ -349,9 +349,9 @@ def test_wide_features_cache_tile(monkeypatch):
     """A gathered operand past the outer-tiling threshold moves the tile loop outermost; same result.
 
     The threshold is lowered to the panel budget so a test-sized operand crosses it."""
-    from sgnn.engine import schedule
-    from sgnn.engine.schedule import CACHE_SHARE, cache_sizes
-    monkeypatch.setattr(schedule, "OUTER_TILE_FACTOR", CACHE_SHARE)
+    from sgnn.engine import tiling
+    from sgnn.engine.tiling import CACHE_SHARE, cache_sizes
+    monkeypatch.setattr(tiling, "OUTER_TILE_FACTOR", CACHE_SHARE)
     llc = cache_sizes()[max(cache_sizes())]
     F = 300
     rows = int(CACHE_SHARE * llc // (F * 4)) + 64

@@ -34,7 +34,9 @@ from sgnn.engine import runtime
 from sgnn.engine.expr import parse_einsum
 from sgnn.engine.formats import COO, CSC, CSR, DCSR, Format
 from sgnn.engine.lower import lower
-from sgnn.engine.schedule import OperandInfo, tile_for
+from sgnn.engine.verify import verify
+from sgnn.engine.schedule import OperandInfo
+from sgnn.engine.tiling import decide
 from sgnn.errors import NotSupported, UserError
 
 CASES = int(os.environ.get("SGNN_FUZZ_CASES", "2000"))
@@ -171,8 +173,8 @@ def _plan(expr: Expression, variants, dtype):
     infos = {n: sparse[pos].info(dtype) if pos in sparse else OperandInfo(False, len(t), None, None, str(dtype)[6:])
              for pos, (n, t) in enumerate(zip(names, expr.terms))}
     plan = runtime.Plan(stmt, infos)
-    tile, _ = tile_for(plan.sched, {v: 5 for v in plan.vars})
-    lower(plan.sched, tile, plan.index_ctypes)
+    tile, _ = decide(plan.sched, {v: 5 for v in plan.vars})
+    verify(lower(plan.sched, tile, plan.params), plan.params)
     return plan
 
 
@@ -192,7 +194,7 @@ def build_menu(seed: int, size: int) -> list[Signature]:
             plan = _plan(expr, variants, dtype)
         except (NotSupported, UserError):
             continue  # an unsupported combination: a clean error, drawn again
-        tile = plan.sched.tile.var if plan.sched.tile is not None else None
+        tile = plan.sched.tile_var
         menu.append(Signature(expr, variants, dtype, rng.choice(WIDTHS), tile))
     return menu
 

@@ -613,7 +613,7 @@ BUCKETS = [  # (width, most, values per cache line) -> (tile, exact); float32: 1
 
 @pytest.mark.parametrize("n,most,line,want", BUCKETS)
 def test_register_width_buckets(n, most, line, want):
-    from sgnn.engine.schedule import register_width
+    from sgnn.engine.tiling import register_width
     assert register_width(n, most, line) == want
 
 

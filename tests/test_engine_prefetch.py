@@ -7,14 +7,14 @@ import pytest
 import torch
 
 import sgnn
-from sgnn.engine import lower, runtime, schedule
+from sgnn.engine import runtime, tiling
 
 from engine_cases import dense_rand
 
 
 @pytest.fixture
 def tiny_caches(monkeypatch):
-    monkeypatch.setattr(schedule, "cache_sizes", lambda: {1: 32, 2: 64, 3: 4096})
+    monkeypatch.setattr(tiling, "cache_sizes", lambda: {1: 32, 2: 64, 3: 4096})
     monkeypatch.setattr(runtime, "_plans", runtime.LRU(runtime.PLANS))
 
 
@@ -52,10 +52,8 @@ def test_spmm_csc_operand_with_prefetch(tiny_caches):
     check(sgnn.einsum("ik,kj->ij", csc, X), Ad @ X.to(torch.float64), torch.float32)
 
 
-@pytest.mark.parametrize("two_pass", [True, False], ids=["two_pass", "online"])
-def test_attention_with_prefetch(tiny_caches, monkeypatch, two_pass):
-    """Both softmax forms (lower.SOFTMAX_TWO_PASS) against the dense reference."""
-    monkeypatch.setattr(lower, "SOFTMAX_TWO_PASS", two_pass)
+def test_attention_with_prefetch(tiny_caches):
+    """The two-pass row softmax with prefetched rows against the dense reference."""
     A, Ad = power_law_csr(150, 150, seed=5, dtype=torch.float32)
     H, C = 2, 24
     f32 = torch.float32

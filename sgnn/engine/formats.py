@@ -32,7 +32,22 @@ class Level:
 
     @property
     def iterates_by_position(self) -> bool:
+        """Its coordinates are enumerated through positions (``crd``), not by counting."""
         return self.kind != "dense"
+
+    @property
+    def iterates_positions(self) -> bool:
+        """The positions under a parent are the range ``pos[parent] .. pos[parent + 1]``."""
+        return self.kind == "compressed"
+
+    @property
+    def appends(self) -> bool:
+        """An output can be built level by level: count, prefix-sum ``pos``, fill ``crd``."""
+        return self.kind == "compressed"
+
+    def has_array(self, role: str) -> bool:
+        """Whether the level stores a ``pos`` or a ``crd`` array."""
+        return self.has_pos if role == "pos" else self.has_crd
 
     @property
     def has_pos(self) -> bool:
@@ -86,10 +101,6 @@ class Format:
     def name(self) -> str:
         """The conventional name where there is one (``csr``, ``csc``, ``coo``, ``dcsr``)."""
         return _NAMES.get((self.codes, self.order), f"{self.codes}:{','.join(map(str, self.order))}")
-
-    @property
-    def is_dense(self) -> bool:
-        return all(lv.kind == "dense" for lv in self.levels)
 
     def __repr__(self) -> str:
         if self.order == tuple(range(len(self.levels))):

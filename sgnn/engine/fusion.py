@@ -1,19 +1,17 @@
-"""Fusion rules found on the normalised expression before lowering.
+"""The row-softmax group found on the normalised expression before lowering.
 
-**Online softmax.** ``desugar`` turns ``sum_j softmax_j(s over A) * v`` into three reductions over
-the same row: ``m = max_j s``, ``z = sum_j exp(s - m)`` and ``acc = sum_j exp(s - m) / z * v``.
-Evaluated one after another they walk each row three times. ``softmax_groups`` recognises the
-triple so the lowering runs it as two passes over the row: the maximum, then ``exp(s - m)`` once per
-entry accumulated into ``z`` and ``acc`` together; the epilogue divides by ``z``. (An online single pass,
-rescaling ``z`` and ``acc`` by ``exp(m_old - m_new)`` whenever the maximum grows, is kept behind
-``lower.SOFTMAX_TWO_PASS = False``: its data-dependent branch and second exp made GAT 16-28% slower
-on Cora and PubMed.)
+``rewrite.desugar`` turns ``sum_j softmax_j(s over A) * v`` into three reductions over the same
+row: ``m = max_j s``, ``z = sum_j exp(s - m)`` and ``acc = sum_j exp(s - m) / z * v``. Evaluated one
+after another they walk each row three times. ``softmax_groups`` recognises the triple so the
+lowering runs it as two passes over the row: the maximum, then ``exp(s - m)`` once per entry
+accumulated into ``z`` and ``acc`` together; the epilogue divides by ``z``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .expr import BinOp, Call, Expr, Pattern, Reduce
+from .domains import reduces
 from .rewrite import factors
 
 
@@ -46,7 +44,6 @@ def _weight(f: Expr):
 
 def softmax_groups(e: Expr) -> dict:
     """Every fusable softmax-weighted sum in ``e``, keyed by its three reductions."""
-    from .schedule import reduces
     out: dict = {}
     for r in reduces(e):
         if r.op != "sum":

@@ -13,30 +13,28 @@ from __future__ import annotations
 
 import ctypes
 import threading
-import time
 from dataclasses import dataclass
 
 import torch
 
 from ..config import log, settings
 from ..errors import InternalError, UserError
-from . import codegen, compiler, memory
+from . import abi, codegen, compiler, memory
 from .caches import LRU
 from .expr import Statement
-from .formats import Format
 from .loopir import show
-from .lower import all_vars, lower
+from .lower import lower
 from .native import plain, pointer, real_mode
-from .schedule import Decision, OperandInfo, Schedule, Tile, make_schedule, tile_for
+from .schedule import Decision, OperandInfo, Schedule, make_schedule
 from .tensor import SparseTensor
+from .tiling import Tile, decide
+from .verify import verify
 
 _dispatch_modes = torch._C._len_torch_dispatch_stack  # nonzero under FakeTensorMode & co (see real_mode)
 PLANS = 256  # memoised plans (expression × operand signatures)
 KERNELS_PER_PLAN = 32  # tile choices compiled per plan (bucketed widths keep this small)
 SIZES_PER_PLAN = 64  # index sizes → kernel, per plan (one entry per distinct graph size)
 
-_CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
-          "bfloat16": "sg::bf16", "float16": "sg::f16"}
 _TORCH = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
           "float16": torch.float16}
 _INDEX = {"int32": torch.int32, "int64": torch.int64}
@@ -93,9 +91,9 @@ class Plan:
         self.sched: Schedule = make_schedule(stmt, infos)
         self.kernels = LRU(KERNELS_PER_PLAN)
         self._lock = threading.Lock()  # one compile per tile, even when threads race
-        self.vars = all_vars(self.sched)
         s = self.sched
-        self.index_ctypes = {sl.key: _CTYPE[sl.info.index_dtype] for sl in s.slots.values() if sl.sparse}
+        self.params = abi.params(s)  # the ABI: C prototype, ctypes argtypes and argument order
+        self.vars = abi.size_indices(s)
         # where each index's size is read from: (operand name, dimension) for every access using it
         self.size_sources: dict[str, list] = {v: [] for v in self.vars}
         for a, sl in s.slots.items():
@@ -103,14 +101,12 @@ class Plan:
                 if v in self.size_sources and (sl.operand, d) not in self.size_sources[v]:
                     self.size_sources[v].append((sl.operand, d))
         self.value_dtype = _TORCH[s.storage_dtype or s.value_dtype]  # the operands' and the result's dtype
-        self.slot_names = [(sl.key, sl.operand) for sl in _unique_slots(s)]
+        self.slot_names = [(sl.key, sl.operand) for sl in abi.unique_slots(s)]
         self.needs_conversion = any(sl.convert_to is not None for sl in s.slots.values())
         # slots reading multiplicities as values: cast to the plan's dtype (ones when pattern-only)
-        self.count_keys = [sl.key for sl in _unique_slots(s) if sl.info.value_dtype == "count"]
+        self.count_keys = [sl.key for sl in abi.unique_slots(s) if sl.info.value_dtype == "count"]
         self.by_sizes = LRU(SIZES_PER_PLAN)  # index sizes -> kernel (the tile depends on the sizes only)
-        # the argument list in ABI order (Lowerer.params): sizes, then each slot's arrays
-        self.size_args = list(self.vars)
-        self.array_args = _array_args(s, self.value_dtype)
+        self.array_args = _array_args(s, self.params, self.value_dtype)
 
     # ------------------------------------------------------------ compile
     def variant(self) -> tuple:
@@ -129,17 +125,14 @@ class Plan:
         return k
 
     def _build(self, tile: Tile | None, tile_decision: Decision | None) -> Kernel:
-        fns, low = lower(self.sched, tile, self.index_ctypes)
-        params = fns[0].params
-        if [n[2:] for n, _ in params if n.startswith("N_")] != self.size_args:
-            raise InternalError("kernel parameters and runtime argument order disagree")
+        fns = lower(self.sched, tile, self.params)
+        verify(fns, self.params)
         header = str(self.sched.stmt) + "\n" + "\n".join(str(d) for d in self.sched.decisions)
         narrow = self.sched.storage_dtype
-        source = codegen.render(fns, name="sgnn", value_ctype=_CTYPE[self.sched.value_dtype],
+        source = codegen.render(fns, name="sgnn", value_dtype=self.sched.value_dtype,
                                 tile=tile.size if tile else None, header=header,
-                                constant=f"N_{tile.var}" if tile is not None and tile.exact else None,
-                                storage_ctype=_CTYPE[narrow] if narrow else None,
-                                portable=bool(narrow) and settings().portable_math)
+                                exact=tile.var if tile is not None and tile.exact else None,
+                                storage_dtype=narrow or None, portable=bool(narrow) and settings().portable_math)
         log(2, "schedule:\n  " + "\n  ".join(str(d) for d in self.sched.decisions))
         ir = "\n".join(f"{fn.name}:\n{show(fn.body, 1)}" for fn in fns)
         log(3, "loop IR:\n" + ir)
@@ -148,10 +141,10 @@ class Plan:
         cfns = {}
         for fn in fns:
             f = lib[f"sgnn_{fn.name}"]  # a fresh function object: its argtypes are this plan's own
-            f.argtypes = codegen.argtypes(fn.params)
+            f.argtypes = abi.argtypes(fn.params)
             f.restype = None
             cfns[fn.name] = f
-        return Kernel(cfns, lib, params, source, ir, info, tile, tile_decision)
+        return Kernel(cfns, lib, self.params, source, ir, info, tile, tile_decision)
 
     # ------------------------------------------------------------ call
     def sizes(self, ops: dict) -> dict[str, int]:
@@ -181,7 +174,7 @@ class Plan:
                                     f"converted operand has {t.index_dtype}")
             by_slot[sl.key] = t
         sizes = self.sizes(ops)
-        tile, why = tile_for(s, sizes)
+        tile, why = decide(s, sizes)
         return by_slot, sizes, tile, why
 
     def __call__(self, ops: dict):
@@ -199,12 +192,12 @@ class Plan:
         skey = (*sizes.values(), *self.variant()) if self.sched.storage_dtype else tuple(sizes.values())
         k = self.by_sizes.recent.get(skey) or self.by_sizes.get(skey)
         if k is None:
-            k = self.by_sizes.put(skey, self.kernel(*tile_for(self.sched, sizes)))
+            k = self.by_sizes.put(skey, self.kernel(*decide(self.sched, sizes)))
         return self.run(k, by_slot, sizes)
 
     def run(self, k: Kernel, by_slot: dict, sizes: dict):
         s = self.sched
-        args = [sizes[v] for v in self.size_args]
+        args = [sizes[v] for v in self.vars]
         vdt = self.value_dtype
         for key, arrays in self.array_args:  # dense: checked per call; sparse: once per tensor
             t = by_slot[key]
@@ -330,36 +323,20 @@ def balanced_bounds(pos: torch.Tensor, nparts: int) -> torch.Tensor:
     return torch.cummax(b, 0).values.contiguous()
 
 
-def _array_args(s: Schedule, value_dtype: torch.dtype) -> list:
-    """Per slot in ABI order: ``(key, None)`` for a dense operand, ``(key, (arrays, index dtype,
-    value dtype, cache key))`` for a sparse one, ``arrays`` naming its level arrays; the cache key
-    (a string: its hash is computed once) names their checked addresses on the tensor."""
+def _array_args(s: Schedule, params, value_dtype: torch.dtype) -> list:
+    """Per operand in ABI order (``abi.operand_arrays``): ``(key, None)`` for a dense one, ``(key,
+    (arrays, index dtype, value dtype, cache key))`` for a sparse one, ``arrays`` naming its level
+    arrays; the cache key (a string: its hash is computed once) names their checked addresses."""
+    slots = {sl.key: sl for sl in abi.unique_slots(s)}
     out = []
-    for sl in _unique_slots(s):
-        if not sl.sparse:
-            out.append((sl.key, None))
+    for key, arrays in abi.operand_arrays(params):
+        if arrays is None:
+            out.append((key, None))
             continue
-        arrays = ["ptrs"]
-        for lk, lv in enumerate(sl.format.levels):
-            if lv.has_pos:
-                arrays.append(("pos", lk))
-            if lv.has_crd:
-                arrays.append(("crd", lk))
-        if sl.info.value_dtype is not None:
-            arrays.append(("val", None))
+        sl = slots[key]
         vdt = value_dtype if sl.info.value_dtype is not None else None
         idt = _INDEX[sl.info.index_dtype]
-        cache_key = f"pointers {arrays[1:]} {idt} {vdt}"
-        out.append((sl.key, (tuple(arrays), idt, vdt, cache_key)))
-    return out
-
-
-def _unique_slots(s: Schedule):
-    seen, out = set(), []
-    for sl in s.slots.values():
-        if sl.key not in seen:
-            seen.add(sl.key)
-            out.append(sl)
+        out.append((key, (("ptrs", *arrays), idt, vdt, f"pointers {list(arrays)} {idt} {vdt}")))
     return out
 
 
@@ -396,11 +373,4 @@ def evaluate(stmt: Statement, ops: dict, memo_key=None):
     return plan_for(stmt, ops, memo_key)(ops)
 
 
-def timed(fn, *a):
-    t0 = time.perf_counter()
-    out = fn(*a)
-    return out, 1e3 * (time.perf_counter() - t0)
-
-
-__all__ = ["Plan", "Kernel", "evaluate", "plan_for", "balanced_bounds", "ctypes", "InternalError",
-           "Format", "settings"]
+__all__ = ["Plan", "Kernel", "evaluate", "plan_for", "balanced_bounds"]

@@ -34,22 +34,22 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_h, int64_t N_c, int64_t N_j,
               #pragma omp simd
               for (int64_t v_h = 0; v_h < N_h; v_h++) {
                 const T s3 = sg::leaky_relu<T>((a_ad[(v_i) * N_h + v_h] + a_as_[(v_j) * N_h + v_h]), T(0.2));
-                ws0[v_h] = (s3 > ws0[v_h]) ? s3 : ws0[v_h];
+                ws0[v_h] = (s3 > ws0[v_h] ? s3 : ws0[v_h]);
               }
             }
             #pragma omp simd
             for (int64_t v_h = 0; v_h < N_h; v_h++) {
-              ws0[v_h] = (ws0[v_h] == -SG_INF) ? T(0) : ws0[v_h];
+              ws0[v_h] = (ws0[v_h] == -SG_INF ? T(0) : ws0[v_h]);
             }
             for (int64_t p0_1 = a_A_pos1[p0_0], p0_1_hi = a_A_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
               const int64_t v_j = a_A_crd1[p0_1];
               for (int64_t v_h = 0; v_h < N_h; v_h++) {
-                const T w4 = sg::exp<T>(sg::leaky_relu<T>((a_ad[(v_i) * N_h + v_h] + a_as_[(v_j) * N_h + v_h]), T(0.2)) - ws0[v_h]);
+                const T w4 = sg::exp<T>((sg::leaky_relu<T>((a_ad[(v_i) * N_h + v_h] + a_as_[(v_j) * N_h + v_h]), T(0.2)) - ws0[v_h]));
                 ws1[v_h] += w4;
                 #pragma omp simd
                 for (int64_t cc = 0; cc < TILE; cc++) {
                   const int64_t v_c = t0 + cc;
-                  ws2[(v_h) * TILE + cc] += w4 * a_X[((v_j) * N_h + v_h) * N_c + v_c];
+                  ws2[(v_h) * TILE + cc] += (w4 * a_X[((v_j) * N_h + v_h) * N_c + v_c]);
                 }
               }
             }
@@ -57,7 +57,7 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_h, int64_t N_c, int64_t N_j,
               #pragma omp simd
               for (int64_t cc = 0; cc < TILE; cc++) {
                 const int64_t v_c = t0 + cc;
-                out[((v_i) * N_h + v_h) * N_c + v_c] = (ws1[v_h] > T(0) ? ws2[(v_h) * TILE + cc] / ws1[v_h] : T(0));
+                out[((v_i) * N_h + v_h) * N_c + v_c] = (ws1[v_h] > T(0) ? (ws2[(v_h) * TILE + cc] / ws1[v_h]) : T(0));
               }
             }
           } else {
@@ -78,22 +78,22 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_h, int64_t N_c, int64_t N_j,
               #pragma omp simd
               for (int64_t v_h = 0; v_h < N_h; v_h++) {
                 const T s8 = sg::leaky_relu<T>((a_ad[(v_i) * N_h + v_h] + a_as_[(v_j) * N_h + v_h]), T(0.2));
-                ws5[v_h] = (s8 > ws5[v_h]) ? s8 : ws5[v_h];
+                ws5[v_h] = (s8 > ws5[v_h] ? s8 : ws5[v_h]);
               }
             }
             #pragma omp simd
             for (int64_t v_h = 0; v_h < N_h; v_h++) {
-              ws5[v_h] = (ws5[v_h] == -SG_INF) ? T(0) : ws5[v_h];
+              ws5[v_h] = (ws5[v_h] == -SG_INF ? T(0) : ws5[v_h]);
             }
             for (int64_t p0_1 = a_A_pos1[p0_0], p0_1_hi = a_A_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
               const int64_t v_j = a_A_crd1[p0_1];
               for (int64_t v_h = 0; v_h < N_h; v_h++) {
-                const T w9 = sg::exp<T>(sg::leaky_relu<T>((a_ad[(v_i) * N_h + v_h] + a_as_[(v_j) * N_h + v_h]), T(0.2)) - ws5[v_h]);
+                const T w9 = sg::exp<T>((sg::leaky_relu<T>((a_ad[(v_i) * N_h + v_h] + a_as_[(v_j) * N_h + v_h]), T(0.2)) - ws5[v_h]));
                 ws6[v_h] += w9;
                 #pragma omp simd
                 for (int64_t cc = 0; cc < tn; cc++) {
                   const int64_t v_c = t0 + cc;
-                  ws7[(v_h) * TILE + cc] += w9 * a_X[((v_j) * N_h + v_h) * N_c + v_c];
+                  ws7[(v_h) * TILE + cc] += (w9 * a_X[((v_j) * N_h + v_h) * N_c + v_c]);
                 }
               }
             }
@@ -101,7 +101,7 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_h, int64_t N_c, int64_t N_j,
               #pragma omp simd
               for (int64_t cc = 0; cc < tn; cc++) {
                 const int64_t v_c = t0 + cc;
-                out[((v_i) * N_h + v_h) * N_c + v_c] = (ws6[v_h] > T(0) ? ws7[(v_h) * TILE + cc] / ws6[v_h] : T(0));
+                out[((v_i) * N_h + v_h) * N_c + v_c] = (ws6[v_h] > T(0) ? (ws7[(v_h) * TILE + cc] / ws6[v_h]) : T(0));
               }
             }
           }

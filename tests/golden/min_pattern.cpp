@@ -31,7 +31,7 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_k_arg, int64_t N_j, const in
             #pragma omp simd
             for (int64_t cc = 0; cc < TILE; cc++) {
               const int64_t v_k = t0 + cc;
-              ws0[cc] = (ws0[cc] == SG_INF) ? T(0) : ws0[cc];
+              ws0[cc] = (ws0[cc] == SG_INF ? T(0) : ws0[cc]);
             }
             #pragma omp simd
             for (int64_t cc = 0; cc < TILE; cc++) {
@@ -57,7 +57,7 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_k_arg, int64_t N_j, const in
             #pragma omp simd
             for (int64_t cc = 0; cc < tn; cc++) {
               const int64_t v_k = t0 + cc;
-              ws2[cc] = (ws2[cc] == SG_INF) ? T(0) : ws2[cc];
+              ws2[cc] = (ws2[cc] == SG_INF ? T(0) : ws2[cc]);
             }
             #pragma omp simd
             for (int64_t cc = 0; cc < tn; cc++) {
