@@ -71,34 +71,32 @@ def level_coordinates(t) -> list[torch.Tensor]:
 
 def _to_csr(t):
     """Canonical CSR (sorted, unique) of a matrix in any format."""
-    from .tensor import SparseTensor
     if t.format == CSR:
         return t
     if t.format.codes == "ds" and t.format.order == (1, 0):  # CSC: transpose its storage
         pos, crd, val = convert.widened(convert.csr_transpose, t.pos[1], t.crd[1], t.values, (t.shape[1], t.shape[0]))
-        return SparseTensor(t.shape, CSR, [None, pos], [None, crd], val, check=False)
+        return type(t)(t.shape, CSR, [None, pos], [None, crd], val, check=False)
     r, c = coordinates(t)
     pos, crd, val = convert.widened(convert.coo_to_csr, r, c, t.values, tuple(t.shape), sum_duplicates=True)
-    return SparseTensor(t.shape, CSR, [None, pos], [None, crd], val, check=False)
+    return type(t)(t.shape, CSR, [None, pos], [None, crd], val, check=False)
 
 
 def _from_csr(a, fmt: Format):
-    from .tensor import SparseTensor
     pos, crd = a.pos[1], a.crd[1]
     if fmt == CSR:
         return a
     if fmt == CSC:
         p, c, v = convert.widened(convert.csr_transpose, pos, crd, a.values, tuple(a.shape))
-        return SparseTensor(a.shape, CSC, [None, p], [None, c], v, check=False)
+        return type(a)(a.shape, CSC, [None, p], [None, c], v, check=False)
     if fmt == COO:
         rows = _expand(torch.arange(a.shape[0], dtype=pos.dtype), pos)
         top = torch.tensor([0, crd.numel()], dtype=pos.dtype)
-        return SparseTensor(a.shape, COO, [top, None], [rows, crd], a.values, check=False)
+        return type(a)(a.shape, COO, [top, None], [rows, crd], a.values, check=False)
     if fmt == DCSR:
         rows = torch.nonzero(_lengths(pos)).reshape(-1).to(pos.dtype)
         top = torch.tensor([0, rows.numel()], dtype=pos.dtype)
         inner = torch.cat([pos[rows.long()], pos[-1:]])
-        return SparseTensor(a.shape, DCSR, [top, inner], [rows, crd], a.values, check=False)
+        return type(a)(a.shape, DCSR, [top, inner], [rows, crd], a.values, check=False)
     if fmt == DCSC:
         return _from_csr(_to_csr(a.transpose()), DCSR).transpose()
     raise NotSupported(f"convert: format {fmt!r} (supported: csr, csc, coo, dcsr, dcsc)")
@@ -106,13 +104,12 @@ def _from_csr(a, fmt: Format):
 
 def _non_unique(t, order: tuple):
     """``t`` as ``Format("du", order)``: sorted, every repeated coordinate kept (stable)."""
-    from .tensor import SparseTensor
     r, c = coordinates(t)
     shape = tuple(t.shape) if order == (0, 1) else (t.shape[1], t.shape[0])
     outer, inner = (r, c) if order == (0, 1) else (c, r)
     pos, crd, val = convert.widened(convert.coo_to_csr, outer, inner, t.values, shape, sum_duplicates=False,
                                        index_dtype=t.index_dtype)
-    return SparseTensor(t.shape, Format("du", order=order), [None, pos], [None, crd], val, check=False)
+    return type(t)(t.shape, Format("du", order=order), [None, pos], [None, crd], val, check=False)
 
 
 def _convert(t, fmt: Format):
@@ -125,7 +122,6 @@ def _convert(t, fmt: Format):
 
 def convert_format(t, fmt: Format):
     """``t`` in format ``fmt`` (matrices only), keeping its index dtype (kernels specialise on it)."""
-    from .tensor import SparseTensor
     if t.ndim != 2:
         raise NotSupported(f"convert: only matrices (got {t.ndim} dimensions)")
     real_mode("convert")  # a conversion is cached on the tensor: it must hold real arrays
@@ -135,4 +131,4 @@ def convert_format(t, fmt: Format):
     if out.index_dtype != idt:
         pos, crd = [None if a is None else a.to(idt) for a in pos], [None if a is None else a.to(idt) for a in crd]
     counts = t.counts or (t.values is None and out.values is not None)
-    return SparseTensor(out.shape, out.format, pos, crd, out.values, check=False, counts=counts)
+    return type(t)(out.shape, out.format, pos, crd, out.values, check=False, counts=counts)

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import UserError
 from .formats import CSC, CSR
-from .tensor import SparseTensor, index_dtype_for
+from . import convert
 from .validate import check_compressed_bounds, check_no_nan, rows_canonical
 
 _WHERE = "from_scipy"
@@ -54,8 +54,8 @@ def _index(a: np.ndarray, what: str) -> torch.Tensor:
         return torch.from_numpy(a)
 
 
-def from_scipy(m) -> SparseTensor:
-    """The docstring is ``SparseTensor.from_scipy``'s."""
+def from_scipy(cls, m):
+    """A ``cls`` (SparseTensor) from scipy matrix ``m``: the docstring is ``SparseTensor.from_scipy``'s."""
     import scipy.sparse as sp
     if not sp.issparse(m):
         raise UserError(f"{_WHERE}: expected a scipy.sparse matrix or array (got {type(m).__name__})")
@@ -73,7 +73,7 @@ def from_scipy(m) -> SparseTensor:
         indices, data = indices[:nnz], data[:nnz]
     pos, crd = _index(indptr, "indptr"), _index(indices, "indices")
     check_compressed_bounds(pos, crd, outer, _WHERE)  # before narrowing: a huge index must not wrap
-    idt = index_dtype_for(rows, cols, crd.numel())
+    idt = torch.int32 if max(rows, cols, crd.numel()) <= 2**31 - 1 else torch.int64
     pos, crd, values = pos.to(idt), crd.to(idt), _values(data)
     if values.numel() != crd.numel():
         raise UserError(f"{_WHERE}: expected {crd.numel()} values, one per stored entry (got {values.numel()})")
@@ -81,11 +81,10 @@ def from_scipy(m) -> SparseTensor:
     if not rows_canonical(pos, crd):  # unsorted rows (e.g. A[p][:, p]) or repeats: a sorted, summed copy
         pos, crd, values = _canonical(pos, crd, values, outer)
     fmt = CSR if m.format == "csr" else CSC
-    return SparseTensor((rows, cols), fmt, [None, pos], [None, crd], values, check=False)
+    return cls((rows, cols), fmt, [None, pos], [None, crd], values, check=False)
 
 
 def _canonical(pos, crd, values, shape):
-    from . import convert
     pos, crd, values = convert.sort_rows(pos, crd, values, shape)
     return convert.sum_duplicates(pos, crd, values, shape)
 

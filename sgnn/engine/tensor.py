@@ -21,27 +21,21 @@ it by ``derived`` and built once even when threads race (``caches.BUILD_LOCK``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
 from ..errors import NotSupported, UserError
 from .caches import BUILD_LOCK
+from . import convert
+from .convert_formats import convert_format, coordinates, level_coordinates
 from .formats import COO, CSC, CSR, DCSR, Format, parse_format
 from .native import plain
+from .scipy_io import from_scipy
+from .validate import INDEX_DTYPES, VALUE_DTYPES, check_compressed_bounds, check_no_nan, check_tensor
 
-INDEX_DTYPES = (torch.int32, torch.int64)
-VALUE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 NARROW_DTYPES = (torch.bfloat16, torch.float16)  # stored narrow, computed in float32 (see schedule)
-_I32_MAX = 2**31 - 1
 
 
-def index_dtype_for(*sizes: int) -> torch.dtype:
-    """int32 when every size (dimensions, nnz) fits, int64 otherwise."""
-    return torch.int32 if max((0, *sizes)) <= _I32_MAX else torch.int64
-
-
-@dataclass(frozen=True)
 class Signature:
     """What a compiled kernel specialises on: format, index and value dtypes, whether values exist."""
 
@@ -79,7 +73,6 @@ class SparseTensor:
         self.counts = bool(counts) and values is not None
         self._derived: dict = {}  # cached conversions and partitions, keyed by purpose
         if check:
-            from .validate import check_tensor
             self.pos, self.crd = _plain_arrays(self.pos, "pos"), _plain_arrays(self.crd, "crd")
             if isinstance(values, torch.Tensor):
                 self.values = plain(values, "values", "SparseTensor")
@@ -116,11 +109,6 @@ class SparseTensor:
         arrays = [a for a in (*self.pos, *self.crd, self.values) if a is not None]
         return arrays[0].device if arrays else torch.device("cpu")
 
-    @property
-    def signature(self) -> Signature:
-        return Signature(self.format, self.index_dtype,
-                         self.values.dtype if self.values is not None else None)
-
     def level_dim(self, k: int) -> int:
         """The size of the dimension stored at level ``k``."""
         return self.shape[self.format.order[k]]
@@ -150,8 +138,6 @@ class SparseTensor:
         values = _as_values(values)
         counts = False
         if sort or sum_duplicates:
-            from . import convert
-            from .validate import check_compressed_bounds
             check_compressed_bounds(pos, crd, shape, "from_csr")
             pos, crd, vals = convert.widened(convert.sort_rows, pos, crd, values, shape)
             if sum_duplicates:
@@ -182,7 +168,6 @@ class SparseTensor:
             return cls._coo_sorted(row, col, values, shape, sum_duplicates)
         if fmt not in (CSR, CSC, DCSR):
             raise NotSupported(f"from_coo: cannot build format {fmt.name}; use csr, csc, coo or dcsr")
-        from . import convert
         transpose = fmt == CSC
         r, c, s = (col, row, (shape[1], shape[0])) if transpose else (row, col, shape)
         pos, crd, vals = convert.widened(convert.coo_to_csr, r, c, values, s, sum_duplicates=sum_duplicates)
@@ -247,8 +232,7 @@ class SparseTensor:
         when they fit, else int64. Values: float32 / float64 are kept; integer and bool
         data become float32 (exact up to 2**24), longdouble float64; complex is refused.
         """
-        from .scipy_io import from_scipy
-        return from_scipy(m)
+        return from_scipy(cls, m)
 
     @classmethod
     def from_dense(cls, t: torch.Tensor, format="csr") -> "SparseTensor":
@@ -267,7 +251,6 @@ class SparseTensor:
         fmt = parse_format(format)
         if fmt == self.format:
             return self
-        from .convert_formats import convert_format
         return self.derived(("format", fmt), lambda: convert_format(self, fmt))
 
     def transpose(self) -> "SparseTensor":
@@ -292,7 +275,6 @@ class SparseTensor:
 
     def coordinates(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(row, col) coordinate arrays of a matrix in storage order."""
-        from .convert_formats import coordinates
         return coordinates(self)
 
     def value_array(self) -> torch.Tensor:
@@ -306,7 +288,6 @@ class SparseTensor:
         if self.ndim == 2:
             idx = tuple(a.long() for a in self.coordinates())
         else:
-            from .convert_formats import level_coordinates
             idx = tuple(level_coordinates(self))
         out = torch.zeros(tuple(self.shape), dtype=self.dtype)
         out.index_put_(idx, self.value_array(), accumulate=True)
@@ -390,10 +371,9 @@ def _as_values(v) -> torch.Tensor | None:
             v = v.to(torch.float32)
         else:
             raise UserError(f"expected float32, float64, bfloat16 or float16 values (got {v.dtype})")
-    from .validate import check_no_nan
     v = v.contiguous().reshape(-1)
     check_no_nan(v, "SparseTensor")
     return v
 
 
-__all__ = ["SparseTensor", "Signature", "index_dtype_for"]
+__all__ = ["SparseTensor"]

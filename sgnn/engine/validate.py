@@ -7,7 +7,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
-from .tensor import INDEX_DTYPES, VALUE_DTYPES
+
+INDEX_DTYPES = (torch.int32, torch.int64)
+VALUE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 _I32_MAX = 2**31 - 1
 
