@@ -1,12 +1,14 @@
 """The sparse compiler, one stage per module, in pipeline order:
 
 1. ``expr``      parse / build index notation            → ``Statement``
-2. ``rewrite``   desugar softmax, hoist invariant factors → ``Statement``
-3. ``schedule``  formats, loop order, output, tiles       → ``Schedule``
-4. ``lower``     loop IR (``loopir``)                     → ``Function``s
-5. ``codegen``   render C++17 + OpenMP                    → source ``str``
-6. ``compiler``  system compiler + disk cache             → shared object
-7. ``runtime``   ctypes call on tensor memory             → ``Kernel`` / ``Plan``
+2. ``rewrite``   hoist invariant factors                  → ``Statement``
+3. ``schedule``  formats, loop order, output (``domains``) → ``Schedule``
+4. ``tiling``    the tile for one call's sizes            → ``Tile``
+5. ``lower``     loop IR (``loopir``; ``lower_reduce``, ``lower_scalar``) → ``Function``s
+6. ``verify``    reject malformed loop IR                 → (checked ``Function``s)
+7. ``codegen``   render C++17 + OpenMP (the prototype from ``abi``) → source ``str``
+8. ``compiler``  system compiler + disk cache             → shared object
+9. ``runtime``   ctypes call on tensor memory (argument order from ``abi``) → ``Kernel`` / ``Plan``
 
 Storage: ``formats`` (levels), ``tensor`` (``SparseTensor``), ``validate``, ``convert``,
 ``convert_formats``, ``scipy_io``. Safety: ``native`` (the only path from a tensor to a pointer

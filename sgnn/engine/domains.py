@@ -7,7 +7,8 @@ range, ``PosFor`` over one level, ``Merge`` over several).
 from __future__ import annotations
 
 from ..errors import NotSupported
-from .expr import Access, BinOp, Call, Const, Expr, Pattern, Reduce, children, walk
+from .expr import Access, BinOp, Call, Const, Expr, Pattern, Reduce, Softmax, children
+from .rewrite import softmax_terms
 
 FULL = ("full",)
 
@@ -30,6 +31,8 @@ def domain(e: Expr, v: str, level_of) -> tuple:
         return _it(a) if lv is not None and lv.iterates_by_position else FULL
     if isinstance(e, Const):
         return FULL
+    if isinstance(e, Softmax):
+        return domain(softmax_terms(e)[2], v, level_of)
     if isinstance(e, Call):
         return domain(e.args[0], v, level_of)
     if isinstance(e, Reduce):
@@ -99,6 +102,9 @@ def reduces(e: Expr) -> list[Reduce]:
     out = []
 
     def rec(x):
+        if isinstance(x, Softmax):  # its row reductions, in the order its value reads them
+            rec(softmax_terms(x)[2])
+            return
         for c in children(x):
             rec(c)
         if isinstance(x, Reduce) and x not in out:
@@ -122,5 +128,15 @@ def level_of(slots):
 
 
 def accesses_in(e: Expr) -> list[Access]:
-    """Every access ``e`` reads (a pattern's access included), pre-order, with repeats."""
-    return [x.access if isinstance(x, Pattern) else x for x in walk(e) if isinstance(x, (Access, Pattern))]
+    """Every access ``e`` reads (a pattern's access included, a softmax's through its terms),
+    pre-order, with repeats."""
+    return [x.access if isinstance(x, Pattern) else x for x in _walk(e) if isinstance(x, (Access, Pattern))]
+
+
+def _walk(e: Expr):
+    if isinstance(e, Softmax):
+        yield from _walk(softmax_terms(e)[2])
+        return
+    yield e
+    for c in children(e):
+        yield from _walk(c)

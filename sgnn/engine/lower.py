@@ -16,10 +16,9 @@ import itertools
 from ..errors import InternalError, NotSupported
 from .domains import FULL, accesses_in, domain, iterators, level_of
 from .expr import Access, Expr
-from .fusion import softmax_groups
 from .loopir import (Array, Assign, Bin, Bump, Call, Cmp, Decl, For, Function, Let, Level, Load, Locate, Logic,
                      Merge, Parallel, PosFor, Prefetch, Size, TileWidth, Var, Walker)
-from .lower_reduce import ReduceRules
+from .lower_reduce import ReduceRules, softmax_groups
 from .lower_scalar import ONE_I, ZERO_I, ScalarRules, ivar, product_of, vname
 
 PREFETCH_LINES = 128  # cache lines of gathered rows kept in flight (prefetched into L2)

@@ -3,15 +3,46 @@ the row softmax, hoisted factors, dense output loops and the epilogue that write
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .domains import FULL, domain, reduces
-from .expr import Access, Const, Expr, Reduce
+from .expr import Access, Const, Expr, Reduce, Softmax
 from .loopir import (AddrOf, Array, Assign, Bin, Call, Cmp, Decl, For, If, Let, Lit, Merge, PosFor, Ptr, Select,
                      Size, TileAcc, TileAxpy, TileSpill, TileWidth, Var, Workspace)
 from .lower_scalar import ZERO, ZERO_I, CVar, ivar, product_of, vname
-from .rewrite import factors, product
+from .rewrite import factors, product, softmax_terms
 
 IDENTITY = {"sum": Lit(0), "max": Lit(float("-inf")), "min": Lit(float("inf"))}
 ASSIGN_OP = {"sum": "+=", "max": "max=", "min": "min="}
+
+
+@dataclass(frozen=True)
+class SoftmaxGroup:
+    """A softmax-weighted sum ``acc = sum_j softmax_j(score) * rest`` and the row reductions m, z."""
+
+    acc: Reduce
+    m: Reduce
+    z: Reduce
+    score: Expr
+    rest: tuple
+
+
+def softmax_groups(e: Expr) -> dict:
+    """Every softmax-weighted sum in ``e`` (a sum over j with a factor ``softmax_j``), keyed by its
+    three reductions."""
+    out: dict = {}
+    for r in reduces(e):
+        if r.op != "sum":
+            continue
+        fs = factors(r.body)
+        for n, f in enumerate(fs):
+            if isinstance(f, Softmax) and (f.idx,) == r.idx:
+                m, z, _ = softmax_terms(f)
+                g = SoftmaxGroup(r, m, z, f.body, tuple(fs[:n] + fs[n + 1:]))
+                for key in (r, m, z):
+                    out.setdefault(key, g)
+                break
+    return out
 
 
 class ReduceRules:

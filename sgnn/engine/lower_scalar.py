@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InternalError, NotSupported
-from .expr import Access, BinOp, Call, Const, Expr, Pattern, Reduce
+from .expr import Access, BinOp, Call, Const, Expr, Pattern, Reduce, Softmax
 from .loopir import Array, Bin, Cmp, Flat, Lit, Load, Select, Size, TileWidth, Var
 from .loopir import Call as CCall
+from .rewrite import softmax_terms
 
 ZERO_I, ONE_I = Lit(0, "int"), Lit(1, "int")
 ZERO, ONE = Lit(0), Lit(1)
@@ -90,6 +91,8 @@ class ScalarRules:
             return ref
         if isinstance(e, BinOp):
             return Bin(e.op, self.render(e.a, env), self.render(e.b, env))
+        if isinstance(e, Softmax):  # outside a softmax-weighted sum: its value over row workspaces m, z
+            return self.render(softmax_terms(e)[2], env)
         if isinstance(e, Call):
             param = () if e.param is None else (Lit(e.param),)
             return CCall(e.fn, (self.render(e.args[0], env), *param))

@@ -1,14 +1,18 @@
 """Algebraic rewrites applied before scheduling.
 
-1. ``desugar``: ``softmax_j(s over A)`` becomes ``exp(s - m) / z`` with the row reductions
-   ``m = max_j pattern(A) * s`` and ``z = sum_j pattern(A) * exp(s - m)``. The scheduler then
-   evaluates m and z as workspaces of the enclosing row, so no E-sized buffer exists.
-2. ``hoist_factors``: in ``sum_R (f * g)`` a factor ``f`` that does not depend on ``R`` moves out:
+``hoist_factors``: in ``sum_R (f * g)`` a factor ``f`` that does not depend on ``R`` moves out:
    ``f * sum_R g``. A sparse factor so becomes visible at the output level (SDDMM's mask
    ``A[i,j] * sum_k X[i,k] Y[j,k]`` samples the output), and a scaling such as ``d[i]`` is applied
    once per output element instead of once per nonzero.
+
+A ``Softmax`` stays a node: ``softmax_terms`` names the row reductions it stands for (``m = max_j
+pattern(A) * s``, ``z = sum_j pattern(A) * exp(s - m)``) and its value ``pattern(A) * exp(s - m) / z``;
+the scheduler sees those reductions through ``domains``, and the lowering has a rule of its own
+for a softmax-weighted sum (two passes over the row, m and z as row workspaces, no E-sized buffer).
 """
 from __future__ import annotations
+
+import functools
 
 from .expr import BinOp, Call, Const, Expr, Pattern, Reduce, Softmax
 
@@ -26,15 +30,14 @@ def _map(e: Expr, f) -> Expr:
     return e
 
 
-def desugar(e: Expr) -> Expr:
-    e = _map(e, desugar)
-    if not isinstance(e, Softmax):
-        return e
+@functools.lru_cache(maxsize=256)
+def softmax_terms(e: Softmax) -> tuple[Reduce, Reduce, Expr]:
+    """``(m, z, value)`` of ``softmax_idx(s over A)``: the row maximum, the normaliser and the value."""
     mask = Pattern(e.over)
     m = Reduce("max", (e.idx,), mask * e.body)
     shifted = Call("exp", (e.body - m,))
     z = Reduce("sum", (e.idx,), mask * shifted)
-    return mask * shifted / z
+    return m, z, mask * shifted / z
 
 
 def factors(e: Expr) -> list[Expr]:
@@ -66,8 +69,8 @@ def hoist_factors(e: Expr) -> Expr:
 
 
 def normalize(e: Expr) -> Expr:
-    """``desugar`` then ``hoist_factors``."""
-    return hoist_factors(desugar(e))
+    """The form the scheduler reads: invariant factors hoisted out of sums."""
+    return hoist_factors(e)
 
 
-__all__ = ["desugar", "hoist_factors", "normalize", "factors", "product"]
+__all__ = ["softmax_terms", "hoist_factors", "normalize", "factors", "product"]

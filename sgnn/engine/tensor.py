@@ -26,8 +26,7 @@ import torch
 
 from ..errors import NotSupported, UserError
 from .caches import BUILD_LOCK
-from . import convert
-from .convert_formats import convert_format, coordinates, level_coordinates
+from . import convert, convert_formats
 from .formats import COO, CSC, CSR, DCSR, Format, parse_format
 from .native import plain
 from .scipy_io import from_scipy
@@ -251,7 +250,7 @@ class SparseTensor:
         fmt = parse_format(format)
         if fmt == self.format:
             return self
-        return self.derived(("format", fmt), lambda: convert_format(self, fmt))
+        return self.derived(("format", fmt), lambda: convert_formats.convert_format(self, fmt))
 
     def transpose(self) -> "SparseTensor":
         """The transpose, sharing memory (a CSR becomes a CSC of the swapped shape)."""
@@ -275,7 +274,7 @@ class SparseTensor:
 
     def coordinates(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(row, col) coordinate arrays of a matrix in storage order."""
-        return coordinates(self)
+        return convert_formats.coordinates(self)
 
     def value_array(self) -> torch.Tensor:
         """The values, materialising ones for a pattern-only tensor."""
@@ -288,7 +287,7 @@ class SparseTensor:
         if self.ndim == 2:
             idx = tuple(a.long() for a in self.coordinates())
         else:
-            idx = tuple(level_coordinates(self))
+            idx = tuple(convert_formats.level_coordinates(self))
         out = torch.zeros(tuple(self.shape), dtype=self.dtype)
         out.index_put_(idx, self.value_array(), accumulate=True)
         return out
