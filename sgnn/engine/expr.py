@@ -25,7 +25,7 @@ or from an einsum string with ``parse_einsum("ik,kj->ij")``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from ..errors import UserError
 
@@ -48,6 +48,9 @@ class Expr:
     def __truediv__(self, o): return BinOp("/", self, _lift(o))
     def __rtruediv__(self, o): return BinOp("/", _lift(o), self)
     def __neg__(self): return Call("neg", (self,))
+
+    def __reduce__(self):  # rebuilt from its fields: the cached hash is per process (string hashing)
+        return type(self), tuple(getattr(self, f) for f in self._key_fields)
 
     @property
     def free(self) -> frozenset[str]:
@@ -73,12 +76,13 @@ class Index:
         return self.name
 
 
-@dataclass(frozen=True, slots=True, eq=True)
+@dataclass(frozen=True, slots=True)
 class Access(Expr):
     """for the stored entry of tensor ``name`` at coordinates ``idx``"""
 
     name: str
     idx: tuple[str, ...]
+    _h: int = field(default=0, init=False, repr=False, compare=False)  # cached structural hash
 
     def __str__(self) -> str:
         return f"{self.name}[{','.join(self.idx)}]"
@@ -89,6 +93,7 @@ class Pattern(Expr):
     """1 where ``access`` stores an entry (its value is not read)."""
 
     access: Access
+    _h: int = field(default=0, init=False, repr=False, compare=False)  # cached structural hash
 
     def __str__(self) -> str:
         return f"pattern({self.access})"
@@ -97,6 +102,7 @@ class Pattern(Expr):
 @dataclass(frozen=True, slots=True)
 class Const(Expr):
     value: float
+    _h: int = field(default=0, init=False, repr=False, compare=False)  # cached structural hash
 
     def __str__(self) -> str:
         return repr(self.value)
@@ -109,6 +115,7 @@ class Call(Expr):
     fn: str
     args: tuple[Expr, ...]
     param: float | None = None
+    _h: int = field(default=0, init=False, repr=False, compare=False)  # cached structural hash
 
     def __str__(self) -> str:
         extra = f", {self.param}" if self.param is not None else ""
@@ -120,6 +127,7 @@ class BinOp(Expr):
     op: str
     a: Expr
     b: Expr
+    _h: int = field(default=0, init=False, repr=False, compare=False)  # cached structural hash
 
     def __str__(self) -> str:
         if self.op in ("max", "min"):
@@ -134,6 +142,7 @@ class Reduce(Expr):
     op: str
     idx: tuple[str, ...]
     body: Expr
+    _h: int = field(default=0, init=False, repr=False, compare=False)  # cached structural hash
 
     def __str__(self) -> str:
         return f"{self.op}_{{{','.join(self.idx)}}}({self.body})"
@@ -146,9 +155,25 @@ class Softmax(Expr):
     idx: str
     body: Expr
     over: Access
+    _h: int = field(default=0, init=False, repr=False, compare=False)  # cached structural hash
 
     def __str__(self) -> str:
         return f"softmax_{self.idx}({self.body} over {self.over})"
+
+
+def _structural_hash(self) -> int:
+    """The hash of the node's fields, computed once: a deep tree hashes in O(1) after its first use,
+    so a ``Statement`` is a cheap memo key."""
+    h = self._h
+    if not h:
+        h = hash((type(self).__name__, *[getattr(self, f) for f in self._key_fields])) or 1
+        object.__setattr__(self, "_h", h)
+    return h
+
+
+for _cls in (Access, Pattern, Const, Call, BinOp, Reduce, Softmax):
+    _cls._key_fields = tuple(f.name for f in fields(_cls) if f.compare)
+    _cls.__hash__ = _structural_hash
 
 
 @dataclass(frozen=True)
