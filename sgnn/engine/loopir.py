@@ -51,7 +51,6 @@ class Var:
 @dataclass(frozen=True, slots=True)
 class Size:
     """The extent of index ``index`` (a kernel parameter)."""
-
     index: str
 
 
@@ -63,7 +62,6 @@ class TileWidth:
 @dataclass(frozen=True, slots=True)
 class Lit:
     """A literal: ``ty`` is ``"T"`` (the value type; ±inf allowed) or ``"int"``."""
-
     value: float | int
     ty: str = "T"
 
@@ -71,7 +69,6 @@ class Lit:
 @dataclass(frozen=True, slots=True)
 class Bin:
     """``a op b``: ``ty`` ``"T"`` for value arithmetic, ``"int"`` for index arithmetic."""
-
     op: str
     a: object
     b: object
@@ -81,7 +78,6 @@ class Bin:
 @dataclass(frozen=True, slots=True)
 class Cmp:
     """A comparison ``a op b`` (op in < > == <=)."""
-
     op: str
     a: object
     b: object
@@ -90,7 +86,6 @@ class Cmp:
 @dataclass(frozen=True, slots=True)
 class Logic:
     """``and`` / ``or`` of conditions."""
-
     op: str
     items: tuple
 
@@ -98,7 +93,6 @@ class Logic:
 @dataclass(frozen=True, slots=True)
 class Call:
     """A runtime function: ``fn`` of ``args`` at type ``ty`` (``"T"``, ``"int"`` or None)."""
-
     fn: str
     args: tuple
     ty: str | None = "T"
@@ -107,7 +101,6 @@ class Call:
 @dataclass(frozen=True, slots=True)
 class Select:
     """``then`` where ``cond`` holds, else ``orelse``."""
-
     cond: object
     then: object
     orelse: object
@@ -116,7 +109,6 @@ class Select:
 @dataclass(frozen=True, slots=True)
 class Load:
     """Element ``index`` of ``array`` (also the target of an ``Assign``)."""
-
     array: Array
     index: object
 
@@ -124,7 +116,6 @@ class Load:
 @dataclass(frozen=True, slots=True)
 class Flat:
     """A row-major offset: ``parts[0]``, then for each (x, extent): ``offset * extent + x``."""
-
     first: object
     rest: tuple = ()  # ((x, extent), ...)
 
@@ -133,7 +124,6 @@ class Flat:
 class Locate:
     """The position of dense level ``level`` of ``operand``: ``parent * extent + coord`` (``coord``
     at level 0)."""
-
     operand: str
     level: int
     parent: object
@@ -144,14 +134,12 @@ class Locate:
 @dataclass(frozen=True, slots=True)
 class AddrOf:
     """The address of an element (``Load``)."""
-
     load: Load
 
 
 @dataclass(frozen=True, slots=True)
 class Ptr:
     """The address ``offset`` elements past the start of ``array``."""
-
     array: Array
     offset: object
 
@@ -159,7 +147,6 @@ class Ptr:
 @dataclass(frozen=True, slots=True)
 class Bump:
     """The value of mutable ``var``, which is then incremented."""
-
     var: str
 
 
@@ -169,7 +156,6 @@ class Bump:
 @dataclass(frozen=True, slots=True)
 class Level:
     """Storage level ``level`` of sparse operand ``operand``, entered from position ``parent``."""
-
     operand: str
     level: int
     parent: object
@@ -178,7 +164,6 @@ class Level:
 @dataclass(frozen=True, slots=True)
 class Walker:
     """A position ``p`` (ending at ``end``) over ``level``; ``flag`` says ``crd[p]`` equals the loop's index."""
-
     p: str
     end: str
     flag: str
@@ -189,7 +174,6 @@ class Walker:
 class Prefetch:
     """Prefetch ``width`` elements at ``offset`` of the row of ``array`` (``row`` elements a row)
     gathered ``lines`` cache lines ahead; positions below ``limit`` (default: the loop's end) may be read."""
-
     array: Array
     row: object
     offset: object
@@ -201,7 +185,6 @@ class Prefetch:
 @dataclass(frozen=True, slots=True)
 class For:
     """for var in lo .. hi step step  (kind: serial | simd | parts | tile)"""
-
     var: str
     lo: object
     hi: object
@@ -215,7 +198,6 @@ class For:
 @dataclass(frozen=True, slots=True)
 class PosFor:
     """for p in positions of ``level``: var = crd[p]"""
-
     p: str
     level: Level
     var: str
@@ -226,7 +208,6 @@ class PosFor:
 @dataclass(frozen=True, slots=True)
 class Merge:
     """while live: var = min crd over iters; if when: body; advance the matched iterators"""
-
     var: str
     iters: tuple
     live: object
@@ -237,7 +218,6 @@ class Merge:
 @dataclass(frozen=True, slots=True)
 class Let:
     """An immutable scalar ``name = value`` of type ``ty`` (T | int | bool)."""
-
     ty: str
     name: str
     value: object
@@ -246,7 +226,6 @@ class Let:
 @dataclass(frozen=True, slots=True)
 class Decl:
     """A mutable scalar ``name = value``."""
-
     ty: str
     name: str
     value: object
@@ -255,7 +234,6 @@ class Decl:
 @dataclass(frozen=True, slots=True)
 class Workspace:
     """A value-typed array ``name[size]``: registers / stack, or a per-thread buffer (``heap``)."""
-
     name: str
     size: object
     heap: bool = False
@@ -264,7 +242,6 @@ class Workspace:
 @dataclass(frozen=True, slots=True)
 class Assign:
     """target op= value  (op: '=', '+=', '*=', 'max=', 'min='); target a ``Var`` or a ``Load``."""
-
     target: object
     op: str
     value: object
@@ -280,7 +257,6 @@ class If:
 @dataclass(frozen=True, slots=True)
 class Parallel:
     """A thread team (or, ``threads=False``, a serial block) with per-thread ``buffers``."""
-
     body: tuple
     buffers: tuple = ()
     threads: bool = True
@@ -289,14 +265,12 @@ class Parallel:
 @dataclass(frozen=True, slots=True)
 class TileAcc:
     """Declare register accumulator ``name`` (TILE lanes), zeroed."""
-
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class TileAxpy:
     """``acc += scale * src[0 .. TILE)``; ``end`` (an address) bounds the loads on a partial tile."""
-
     acc: str
     scale: object
     src: AddrOf
@@ -306,7 +280,6 @@ class TileAxpy:
 @dataclass(frozen=True, slots=True)
 class TileSpill:
     """Store accumulator ``acc`` into workspace ``ws``."""
-
     acc: str
     ws: str
 
@@ -314,7 +287,6 @@ class TileSpill:
 @dataclass
 class Function:
     """One exported function: its parameters (``abi.Param``) and body."""
-
     name: str
     params: list
     body: tuple
@@ -381,7 +353,7 @@ def _line(n) -> str:
     if isinstance(n, (Let, Decl)):
         return f"{n.name} = {expr(n.value)}"
     if isinstance(n, Workspace):
-        return f"workspace {n.name}[{expr(n.size)}]{' (per thread)' if n.heap else ''}"
+        return f"workspace {n.name} of {expr(n.size)}{' (per thread)' if n.heap else ''}"
     if isinstance(n, Assign):
         return f"{expr(n.target)} {n.op} {expr(n.value)}"
     if isinstance(n, TileAcc):
