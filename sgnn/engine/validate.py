@@ -28,6 +28,13 @@ def check_tensor(t) -> None:
         _fail(f"{where}: expected non-negative dimensions (got {tuple(t.shape)})")
     if len(t.pos) != len(fmt.levels) or len(t.crd) != len(fmt.levels):
         _fail(f"{where}: expected one pos and one crd entry per level ({len(fmt.levels)})")
+    _check_index_arrays(t, where)
+    parent = _check_levels(t, where)
+    if t.values is not None:
+        _check_values(t.values, parent, where)
+
+
+def _check_index_arrays(t, where: str) -> None:
     arrays = [a for a in (*t.pos, *t.crd) if a is not None]
     for a in arrays:
         if not isinstance(a, torch.Tensor) or a.dtype not in INDEX_DTYPES:
@@ -41,11 +48,15 @@ def check_tensor(t) -> None:
     if len({a.dtype for a in arrays}) > 1:
         _fail(f"{where}: expected pos and crd of one index dtype (got {sorted({str(a.dtype) for a in arrays})})")
     if arrays and arrays[0].dtype == torch.int32:
-        big = max((t.level_dim(k) for k in range(len(fmt.levels))), default=0)
+        big = max((t.level_dim(k) for k in range(len(t.format.levels))), default=0)
         if big > _I32_MAX:
             _fail(f"{where}: int32 coordinates cannot hold dimension {big}; use int64 indices")
+
+
+def _check_levels(t, where: str) -> int:
+    """Each level's pos / crd invariants; the number of positions of the last level."""
     parent = 1  # number of positions of the level above
-    for k, level in enumerate(fmt.levels):
+    for k, level in enumerate(t.format.levels):
         dim = t.level_dim(k)
         if level.kind == "dense":
             parent = parent * dim
@@ -66,17 +77,19 @@ def check_tensor(t) -> None:
         if pos is not None and (level.ordered or level.unique):
             _check_sorted(pos, crd, level.unique, f"{where} level {k}")
         parent = crd.numel()
-    if t.values is not None:
-        v = t.values
-        if not isinstance(v, torch.Tensor) or v.dtype not in VALUE_DTYPES:
-            _fail(f"{where}: expected float32, float64, bfloat16 or float16 values (got {getattr(v, 'dtype', type(v))})")
-        if v.device.type != "cpu":
-            _fail(f"{where}: expected CPU values (got device {v.device}); call .cpu() first")
-        if v.dim() != 1 or v.numel() != parent:
-            _fail(f"{where}: expected {parent} values (got shape {tuple(v.shape)})")
-        if not v.is_contiguous():
-            _fail(f"{where}: expected contiguous values")
-        check_no_nan(v, where)
+    return parent
+
+
+def _check_values(v, parent: int, where: str) -> None:
+    if not isinstance(v, torch.Tensor) or v.dtype not in VALUE_DTYPES:
+        _fail(f"{where}: expected float32, float64, bfloat16 or float16 values (got {getattr(v, 'dtype', type(v))})")
+    if v.device.type != "cpu":
+        _fail(f"{where}: expected CPU values (got device {v.device}); call .cpu() first")
+    if v.dim() != 1 or v.numel() != parent:
+        _fail(f"{where}: expected {parent} values (got shape {tuple(v.shape)})")
+    if not v.is_contiguous():
+        _fail(f"{where}: expected contiguous values")
+    check_no_nan(v, where)
 
 
 def check_no_nan(v: torch.Tensor, where: str) -> None:
