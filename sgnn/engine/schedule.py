@@ -252,7 +252,8 @@ def _slot_for(a: Access, info: OperandInfo, rank, decisions) -> Slot:
         ranks = [rank.get(a.idx[d], (1, 0)) for d in f.order]
         return ranks == sorted(ranks)
 
-    natively = fmt.codes.startswith("d") and set(fmt.codes[1:]) <= {"s", "u", "d"}
+    first, rest = fmt.levels[0], fmt.levels[1:]  # iterated natively: locate the first level, positions below
+    natively = first.has_locate and all(lv.has_locate or lv.iterates_positions for lv in rest)
     if natively and concordant(fmt):
         return Slot(key, a.name, info)
     if info.ndim != 2:
@@ -263,7 +264,7 @@ def _slot_for(a: Access, info: OperandInfo, rank, decisions) -> Slot:
             why = ("its level order is discordant with the loop order" if natively else
                    f"{fmt.name} levels are iterated through CSR/CSC")
             name = target.name
-            if "u" in fmt.codes:  # keep repeated coordinates: each is one more term
+            if not all(lv.unique for lv in fmt.levels):  # keep repeated coordinates: each is one more term
                 target, name = Format("du", order=target.order), f"{target.name} (repeats kept)"
                 why += "; a non-unique level keeps its repeats"
             decisions.append(Decision(f"convert {a.name}: {fmt.name} -> {name}", why))
@@ -316,7 +317,7 @@ def _unique_where_merged(stmt, slots, outer, output, decisions):
     out = dict(slots)
     for a in merged:
         s = slots[a]
-        if "u" in s.format.codes:
+        if not all(lv.unique for lv in s.format.levels):
             target = CSR if s.format.order == (0, 1) else CSC
             info, why = s.info, "co-iteration needs unique coordinates"
             if info.value_dtype is None:  # pattern-only: merged repeats must still add up
