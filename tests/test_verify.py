@@ -8,7 +8,7 @@ import torch
 import sgnn
 from sgnn.engine import abi
 from sgnn.engine.loopir import (Array, Assign, Bin, Decl, For, Function, Let, Level, Lit, Load, Locate, Parallel,
-                                PosFor, Size, TileAcc, TileAxpy, TileSpill, TileWidth, Var, Walker, Workspace, AddrOf)
+                                PosFor, Size, TileAcc, TileAxpy, TileSpill, Var, Walker, Workspace, AddrOf)
 from sgnn.engine.lower import lower
 from sgnn.engine.runtime import Plan, operand_info
 from sgnn.engine.tiling import decide

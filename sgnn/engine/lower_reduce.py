@@ -9,7 +9,7 @@ from .domains import FULL, domain, reduces
 from .expr import Access, Const, Expr, Reduce, Softmax
 from .loopir import (AddrOf, Array, Assign, Bin, Call, Cmp, Decl, For, If, Let, Lit, Merge, PosFor, Ptr, Select,
                      Size, TileAcc, TileAxpy, TileSpill, TileWidth, Var, Workspace)
-from .lower_scalar import ZERO, ZERO_I, CVar, ivar, product_of, vname
+from .lower_scalar import ZERO, ZERO_I, CVar, product_of, vname
 from .rewrite import factors, product, softmax_terms
 
 IDENTITY = {"sum": Lit(0), "max": Lit(float("-inf")), "min": Lit(float("inf"))}

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import NotSupported, UserError
 from .domains import accesses_in, domain, iterators, level_of, reduces
-from .expr import Access, Pattern, Reduce, Statement, walk
+from .expr import Access, Reduce, Statement
 from .formats import CSC, CSR, Format
 from .rewrite import normalize
+from .tensor import SparseTensor
 
 
 # ---------------------------------------------------------------- operands
@@ -42,7 +43,6 @@ class OperandInfo:
 
     @classmethod
     def of(cls, t) -> "OperandInfo":
-        from .tensor import SparseTensor
         if isinstance(t, SparseTensor):
             vd = None if t.values is None else "count" if t.counts else str(t.values.dtype).replace("torch.", "")
             return cls(True, t.ndim, t.format, str(t.index_dtype).replace("torch.", ""), vd)
