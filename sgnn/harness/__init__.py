@@ -17,7 +17,7 @@ load of other processes, copy/gather bandwidth), memory.py (RSS, peaks), report.
 
 ``main(overrides, out_dir)`` runs any entry without Hydra's app wrapper (tests, notebooks).
 """
-from .data import DataMissing, Graph, load
+from .data import DataMissing, GraphData, load
 from .pipeline import compose, main, run
 
-__all__ = ["DataMissing", "Graph", "compose", "load", "main", "run"]
+__all__ = ["DataMissing", "GraphData", "compose", "load", "main", "run"]
