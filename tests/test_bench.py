@@ -1,5 +1,5 @@
-"""The benchmark entries of the one harness (bench=spmm, layers, train, scale, accuracy): config groups, case
-composition, and smoke runs on tiny synthetic graphs (1-2 repetitions, no waiting for a quiet machine)."""
+"""The benchmark entries of the one harness (bench=spmm, layers, train, scale, accuracy): config groups,
+case composition, and smoke runs on tiny synthetic graphs (1-2 repetitions, no waiting for a quiet machine)."""
 import importlib
 import json
 import os

@@ -143,7 +143,7 @@ def do_reference(cfg, ref_file: Path) -> None:
     stats = {"layer_s": [t for t, _ in times], "layer_cpu_s": [c for _, c in times],
              "total_s": round(sum(t for t, _ in times), 3), "peak_rss_gib": gib(vm_hwm_bytes()),
              "nodes": n, "nonzeros": int(col.numel()), "dataset": a["label"]}
-    ref_file.with_suffix(".json").write_text(json.dumps(stats, indent=1))
+    write_json(stats, ref_file.with_suffix(".json"))
 
 
 def prepare(cfg, step) -> tuple[Path, Path]:
