@@ -8,6 +8,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,8 @@ def test_wheel_installs_and_compiles_outside_the_checkout(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(dist)], check=True, capture_output=True, text=True, timeout=120)
     (wheel,) = dist.glob("sgnn-*.whl")
+    with zipfile.ZipFile(wheel) as z:                                      # every csrc/ file ships
+        assert {f"sgnn/csrc/{p.name}" for p in (REPO / "csrc").iterdir()} <= set(z.namelist())
     python = _venv(tmp_path / "venv")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
                     "--no-index", "-q", str(wheel)], check=True, capture_output=True, text=True, timeout=120)
