@@ -41,7 +41,7 @@ def _wheel_tools() -> str | None:
     try:
         import setuptools  # noqa: F401  (the build backend, used in place: --no-build-isolation)
     except ImportError:
-        return "setuptools (the build backend) is not installed: `pip wheel --no-build-isolation` cannot build"
+        return "setuptools (the build backend) is not installed: `pip wheel --no-build-isolation` cannot run"
     return None
 
 

@@ -69,12 +69,11 @@ def report(res: dict) -> None:
 
 def run(cfg, out_dir) -> dict:
     """The accuracy comparison; writes results.json / results.csv to ``out_dir`` and returns the results."""
-    b = cfg.bench
+    b, limit = cfg.bench, float(cfg.bench.max_diff_points)
     rows = []
     for c, g in cases.graphs(cfg, b.datasets):
         for model in b.models:
-            rows.append(bench_case(cases.case(c, g.name, str(model)), g, int(b.seeds), float(b.max_diff_points)))
-    limit = float(b.max_diff_points)
+            rows.append(bench_case(cases.case(c, g.name, str(model)), g, int(b.seeds), limit))
     targets = [{"pass": r["within_target"], "what": f"{r['dataset']} {r['model']}: |sgnn - PyG| = "
                 f"{abs(r['diff_points']):.2f} pt (target <= {limit:g})"} for r in rows]
     res = {"bench": "accuracy", "machine": machine_info(), "versions": versions(),

@@ -34,9 +34,9 @@ from ..distributed import DistGraph, as_csr, partition, save_partition
 from ..distributed.common import as_tensor
 from ..layers import GATConv, GCNConv, SAGEConv
 from . import data
-from .machine import machine_info
-from .memory import GIB, vm_hwm_bytes
-from .report import write_json
+from .machine import header_lines, machine_info
+from .memory import GIB, MIB, vm_hwm_bytes
+from .report import print_grid, write_json
 from .timing import set_threads
 
 
@@ -111,11 +111,13 @@ def do_partition(cfg, part_dir: Path) -> None:
     parts = partition((a["rowptr"], a["col"]), n, int(cfg.parts), str(cfg.method), symmetric=a["symmetric"],
                       seed=int(cfg.seed))
     t2 = time.perf_counter()
-    info = {"dataset": a["label"], "stand_in": a["stand_in"], "method": str(cfg.method), "seed": int(cfg.seed),
-            "classes": a["classes"], "edge_cut": edge_cut(a["rowptr"], a["col"], parts),
-            "load_s": round(t1 - t0, 2), "partition_s": round(t2 - t1, 2)}
+    info = {"dataset": a["label"], "stand_in": a["stand_in"], "method": str(cfg.method),
+            "seed": int(cfg.seed), "classes": a["classes"],
+            "edge_cut": edge_cut(a["rowptr"], a["col"], parts), "load_s": round(t1 - t0, 2),
+            "partition_s": round(t2 - t1, 2)}
+    info["peak_rss_gib"] = gib(vm_hwm_bytes())
     save_partition(part_dir, (a["rowptr"], a["col"]), n, parts, node_data={"x": a["x"]},
-                   info={**info, "save_s": round(time.perf_counter() - t2, 2), "peak_rss_gib": gib(vm_hwm_bytes())})
+                   info={**info, "save_s": round(time.perf_counter() - t2, 2)})
 
 
 def edge_cut(rowptr, col, parts: torch.Tensor) -> float:
@@ -248,23 +250,29 @@ def _check(full: torch.Tensor, ref: Path, check: bool) -> dict:
 
 
 def report(cfg, res: dict) -> None:
+    """The machine header, one table per rank and one per layer (maxima over the ranks), the check."""
     ranks, info, chk = res["ranks"], res["manifest_info"], res["check"]
-    print(f"\n{info['dataset']} · {cfg.model.name.upper()} · {cfg.layers} layers, hidden {cfg.hidden} · "
-          f"P={cfg.parts} ({info['method']}, edge cut {info['edge_cut']:.1%}) · {cfg.threads} thread(s)/rank")
-    print("rank  local      halo       halo/local  nonzeros     peak RSS GiB (after gather)")
-    for r in ranks:
-        print(f"{r['rank']:<5} {r['local']:<10} {r['halo']:<10} {r['halo_fraction']:<11.3f} {r['nonzeros']:<12} "
-              f"{r['peak_rss_gib']:.2f} ({r['peak_rss_after_gather_gib']:.2f})")
-    print("layer  compute s (max rank)  cpu s (max)  transfer s  wait s    MiB sent/rank (max)  exchanges")
+    title = (f"{info['dataset']} · {cfg.model.name.upper()} · {cfg.layers} layers, hidden {cfg.hidden} · "
+             f"P={cfg.parts} ({info['method']}, edge cut {info['edge_cut']:.1%}) · "
+             f"{cfg.threads} thread(s)/rank")
+    print_grid(title, ["rank", "local", "halo", "halo/local", "nonzeros", "peak RSS GiB (after gather)"],
+               [[r["rank"], r["local"], r["halo"], f"{r['halo_fraction']:.3f}", r["nonzeros"],
+                 f"{r['peak_rss_gib']:.2f} ({r['peak_rss_after_gather_gib']:.2f})"] for r in ranks],
+               right=("local", "halo", "halo/local", "nonzeros"), section_by=None,
+               caption=header_lines(res["machine"]))
+    cols = [("compute_s", "compute s"), ("cpu_s", "cpu s"), ("comm_s", "transfer s"), ("wait_s", "wait s")]
+    rows = []
     for i in range(int(cfg.layers)):
         ls = [r["layers"][i] for r in ranks]
-        print(f"{i:<6} {max(x['compute_s'] for x in ls):<21.4g} {max(x['cpu_s'] for x in ls):<12.4g} "
-              f"{max(x['comm_s'] for x in ls):<11.4g} "
-              f"{max(x['wait_s'] for x in ls):<9.4g} {max(x['bytes_sent'] for x in ls) / 2 ** 20:<20.4g} "
-              f"{ls[0]['exchanges']}")
+        rows.append([i, *(f"{max(x[k] for x in ls):.4g}" for k, _ in cols),
+                     f"{max(x['bytes_sent'] for x in ls) / MIB:.4g}", ls[0]["exchanges"]])
+    print_grid("per layer, maximum over the ranks",
+               ["layer", *(h for _, h in cols), "MiB sent/rank", "exchanges"], rows,
+               right=(*(h for _, h in cols), "MiB sent/rank"), section_by=None)
     if chk["checked"]:
         ref = chk["reference"]
-        print(f"vs one process: relative error {chk['relative_error']:.2e} ({'ok' if chk['ok'] else 'FAIL'}), "
+        verdict = "ok" if chk["ok"] else "FAIL"
+        print(f"vs one process: relative error {chk['relative_error']:.2e} ({verdict}), "
               f"one-process time {ref['total_s']:.4g} s (cpu {sum(ref['layer_cpu_s']):.4g} s), "
               f"peak RSS {ref['peak_rss_gib']:.2f} GiB")
 
