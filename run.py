@@ -4,10 +4,11 @@ Whole comparison: ``python run.py -m dataset=cora,citeseer,pubmed,arxiv model=gc
 data.allow_stand_in=true``, then ``python experiments/gather.py multirun/<date>/<time>``.
 Other entries of the same config tree (configs/bench/): ``bench=spmm`` (SpMM vs torch.sparse / DGL /
 scipy, gather roofline), ``bench=layers`` (layers and 2-layer models, peak memory), ``bench=train``
-(training epochs), ``bench=scale`` (large-graph inference, one subprocess per framework).
+(training epochs), ``bench=scale`` (large-graph inference, one subprocess per framework),
+``bench=accuracy`` (accuracy after training through sgnn vs PyG). The second app of the same tree:
+``experiments/dist_inference.py`` (partitioned inference under torchrun, configs/dist_inference.yaml).
 Settings: configs/config.yaml; the steps: sgnn/harness/__init__.py.
 """
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 @hydra.main(config_path="configs", config_name="config", version_base=None)
 def app(cfg: DictConfig) -> None:
     from sgnn.harness import DataMissing, run
+    from sgnn.harness.report import write_json
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     try:
@@ -31,7 +33,7 @@ def app(cfg: DictConfig) -> None:
         # A multirun goes on with the other jobs; gather.py lists this one as missing.
         error = {"bench": cfg.bench.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
                  "error": str(e)}
-        (out / "error.json").write_text(json.dumps(error, indent=2) + "\n")
+        write_json(error, out / "error.json")
 
 
 if __name__ == "__main__":

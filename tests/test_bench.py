@@ -1,17 +1,19 @@
-"""The benchmark entries of the one harness (bench=spmm, layers, train, scale): config groups, case
-composition, and smoke runs on tiny synthetic graphs (1-2 repetitions, no waiting for a quiet machine)."""
-import importlib.util
+"""The benchmark entries of the one harness (bench=spmm, layers, train, scale, accuracy): config groups,
+case composition, and smoke runs on tiny synthetic graphs (1-2 repetitions, no waiting for a quiet machine)."""
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from sgnn.harness import compose, load, main
 from sgnn.harness.cases import case
 from sgnn.harness.machine import gather_bandwidth, header_lines, machine_info
+from sgnn.harness.pipeline import ENTRIES
 from sgnn.harness.timing import Timing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,12 +75,13 @@ def test_timing_quantiles():
     assert (t.median_ms, t.min_ms, t.p10_ms, t.p90_ms, t.repetitions) == (6.0, 1.0, 2.0, 10.0, 11)
 
 
-def test_experiments_common_keeps_the_names_dist_inference_imports():
-    spec = importlib.util.spec_from_file_location("bench_common", REPO / "experiments" / "common.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod._vm_hwm_bytes() > 0 and "cpu" in mod.machine_info()
-    assert callable(mod.set_threads) and callable(mod.write_json)
+def test_every_bench_config_is_an_entry_with_a_module():
+    assert {"e2e", "spmm", "layers", "train", "scale", "accuracy"} <= set(ENTRIES)
+    for name in ENTRIES:
+        assert compose([f"bench={name}"]).bench.name == name
+        if name != "e2e":
+            assert callable(importlib.import_module(f"sgnn.harness.bench_{name}").run)
+    assert not (REPO / "experiments" / "common.py").exists()     # no second copy of the harness helpers
 
 
 # --- smoke runs ----------------------------------------------------------------------------------
@@ -127,6 +130,17 @@ def test_train_entry(tmp_path):
     assert gcn["pyg_path"] in ("pyg", "pyg-csr") and gcn["vs_pyg"] > 0 and gcn["vs_dgl"] > 0
     assert gat["mem_vs_pyg"] is not None
     assert sum("peak ΔRSS" in t["what"] for t in res["targets"]) == 1 and len(res["targets"]) == 5
+
+
+def test_accuracy_entry_trains_both_from_the_same_weights(tmp_path):
+    res = main(entry("accuracy", tmp_path, "bench.models=[gcn,sage]", "bench.seeds=2", "model.epochs=20"),
+               tmp_path / "out")
+    assert [(r["model"], r["seeds"]) for r in res["rows"]] == [("gcn", 2), ("sage", 2)]
+    for r in res["rows"]:
+        assert 0 < r["pyg_mean"] <= 1 and 0 < r["sgnn_mean"] <= 1 and r["sgnn_seconds"] > 0
+        assert r["diff_points"] == pytest.approx(100 * (r["sgnn_mean"] - r["pyg_mean"]))
+        assert r["within_target"] == (abs(r["diff_points"]) <= 1.0)
+    assert len(res["targets"]) == 2 and (tmp_path / "out" / "results.csv").exists()
 
 
 def test_scale_entry_records_oom_and_timeout_per_subprocess(tmp_path):

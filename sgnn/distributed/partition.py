@@ -76,8 +76,9 @@ def _metis(rowptr, col, num_parts: int, weight: torch.Tensor, symmetric: bool, s
     try:
         import pymetis
     except ImportError as e:
-        raise UserError("partition: method='metis' needs pymetis (pip install pymetis); "
-                        "method='range' needs nothing") from e
+        raise UserError("partition: method='metis' needs pymetis, which sgnn's 'distributed' extra installs "
+                        "(pip install 'sgnn[distributed]', or pip install pymetis); method='range' needs "
+                        "nothing") from e
     xadj, adjncy = metis_graph(rowptr, col, symmetric)
     opts = pymetis.Options(seed=int(seed))
     res = pymetis.part_graph(int(num_parts), pymetis.CSRAdjacency(adj_starts=xadj, adjacent=adjncy),

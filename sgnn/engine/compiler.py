@@ -35,7 +35,7 @@ from ..errors import CompilerError
 from . import diskcache
 
 CACHE_VERSION = 1
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+CSRC = Path(__file__).resolve().parents[1] / "csrc"   # sgnn/csrc: package data (a checkout: a link to csrc/)
 BASE_FLAGS = ("-std=c++17", "-O3", "-march=native", "-fopenmp", "-fPIC", "-shared",
               # errno is never read; without it libm calls vectorise
               "-fno-math-errno", "-fno-plt")

@@ -47,18 +47,18 @@ def case(cfg: DictConfig, dataset: str, model: str | None = None, model_override
     return out
 
 
-def graphs(cfg: DictConfig, names) -> Iterator[tuple[DictConfig, datasets.Graph]]:
+def graphs(cfg: DictConfig, names) -> Iterator[tuple[DictConfig, datasets.GraphData]]:
     """(case config, loaded graph) per dataset name, one graph in memory at a time."""
     for name in names:
         c = case(cfg, str(name))
         yield c, datasets.load(c)
 
 
-def num_classes(graph: datasets.Graph) -> int:
+def num_classes(graph: datasets.GraphData) -> int:
     return int(graph.data.y.max()) + 1
 
 
-def graph_info(graph: datasets.Graph) -> dict:
+def graph_info(graph: datasets.GraphData) -> dict:
     """What every benchmark records about its graph."""
     d = graph.data
     return {"name": graph.name, "label": graph.label, "nodes": int(d.num_nodes), "edges": graph.num_edges,

@@ -1,6 +1,6 @@
 """Datasets for the harness: Planetoid and OGB from a data root, labelled stand-ins, synthetic graphs.
 
-``load(cfg)`` returns a ``Graph``: a PyG ``Data`` (x, edge_index, y, train/val/test masks; edge_index
+``load(cfg)`` returns a ``GraphData``: a PyG ``Data`` (x, edge_index, y, train/val/test masks; edge_index
 symmetric, no self loops, coalesced) plus the name to show and whether it is a stand-in.
 
 Data root: ``data.root`` (``$SGNN_DATA``), else ``<repo>/../shared/datasets`` if it exists, else
@@ -45,7 +45,7 @@ class DataMissing(UserError):
 
 
 @dataclass
-class Graph:
+class GraphData:
     """A loaded dataset: PyG ``data`` plus how to label it in tables, files and plots."""
 
     data: Data
@@ -69,7 +69,7 @@ def resolve_root(root) -> Path:
     return shared if shared.is_dir() else Path("~/.cache/sgnn/data").expanduser()
 
 
-def load(cfg) -> Graph:
+def load(cfg) -> GraphData:
     """Load ``cfg.dataset`` from ``cfg.data`` (root, cache, allow_stand_in)."""
     ds, d = cfg.dataset, cfg.data
     root, cache = resolve_root(d.root), Path(str(d.cache)).expanduser()
@@ -82,7 +82,7 @@ def load(cfg) -> Graph:
     g = loaders[ds.kind]()
     before = g.num_edges
     if not g.info.get("clean"):                   # the products stand-in is built symmetric and coalesced
-        g.data.edge_index = _clean(g.data.edge_index, g.data.num_nodes)   # DGL == PyG needs symmetry
+        g.data.edge_index = symmetric_edges(g.data.edge_index, g.data.num_nodes)   # DGL == PyG needs symmetry
     if g.num_edges != before:
         g.info["edges_added_by_symmetrisation"] = g.num_edges - before
     if ds.get("normalize_features"):
@@ -116,7 +116,7 @@ def power_law_edges(n: int, m: int, gen: torch.Generator, exponent: float = 2.5)
     return perm[torch.stack([keys // n, keys % n])]
 
 
-def synthetic(ds) -> Graph:
+def synthetic(ds) -> GraphData:
     """Power-law graph with class-informative features and homophilous extra edges (no files needed)."""
     gen = torch.Generator().manual_seed(int(ds.seed))
     n, c, f = int(ds.nodes), int(ds.classes), int(ds.features)
@@ -131,13 +131,13 @@ def synthetic(ds) -> Graph:
     ei[1, same] = by_class[start[ys] + pick]
     centers = torch.randn(c, f, generator=gen)
     x = float(ds.signal) * centers[y] + torch.randn(n, f, generator=gen)
-    data = Data(x=x, edge_index=_clean(ei, n), y=y, **_random_masks(n, ds.split, gen))
+    data = Data(x=x, edge_index=symmetric_edges(ei, n), y=y, **_random_masks(n, ds.split, gen))
     label = f"synthetic (n={n}, m={ds.edges}, seed={ds.seed})"
-    return Graph(data, "synthetic", label, accuracy_comparable=False,
+    return GraphData(data, "synthetic", label, accuracy_comparable=False,
                  note="synthetic power-law graph; accuracy not comparable to any benchmark")
 
 
-def _clean(ei: torch.Tensor, n: int) -> torch.Tensor:
+def symmetric_edges(ei: torch.Tensor, n: int) -> torch.Tensor:
     """Symmetric, self-loop-free, coalesced edge_index."""
     ei, _ = remove_self_loops(ei)
     return coalesce(to_undirected(ei, num_nodes=n), num_nodes=n)
@@ -158,7 +158,7 @@ def _mask(idx, n: int) -> torch.Tensor:
 
 # --- Planetoid -----------------------------------------------------------------------------------
 
-def load_planetoid(ds, root: Path, cache: Path, allow_stand_in: bool) -> Graph:
+def load_planetoid(ds, root: Path, cache: Path, allow_stand_in: bool) -> GraphData:
     """Planetoid(name) from ``<root>/planetoid/<Name>/raw``; PubMed without allx needs the stand-in flag."""
     from torch_geometric.datasets import Planetoid
     name = str(ds.planetoid_name)
@@ -169,11 +169,11 @@ def load_planetoid(ds, root: Path, cache: Path, allow_stand_in: bool) -> Graph:
     if not missing:
         _mirror(raw, files, base / name / "raw")
         with _quiet():
-            return Graph(Planetoid(str(base), name)[0], ds.name, ds.name)
+            return GraphData(Planetoid(str(base), name)[0], ds.name, ds.name)
     if not raw.parent.exists():                     # no copy at all: PyG's standard download path
         try:
             with _quiet():
-                return Graph(Planetoid(str(base), name)[0], ds.name, ds.name)
+                return GraphData(Planetoid(str(base), name)[0], ds.name, ds.name)
         except Exception as e:                      # offline: URLError, OSError, ...
             raise DataMissing(f"{ds.name}: expected Planetoid files {files} in {raw} (none found, and "
                               f"the download to {base / name} failed: {type(e).__name__}: {e}); set "
@@ -182,7 +182,7 @@ def load_planetoid(ds, root: Path, cache: Path, allow_stand_in: bool) -> Graph:
         data = read_planetoid_raw(raw, name, synth_seed=int(ds.seed))
         rows = int(data.synthetic_rows)
         del data.synthetic_rows
-        return Graph(data, ds.name, f"{ds.name} (stand-in: synthetic features)", stand_in=True,
+        return GraphData(data, ds.name, f"{ds.name} (stand-in: synthetic features)", stand_in=True,
                      accuracy_comparable=False,
                      note=f"real graph, labels and split; {missing[0]} missing, so the features of "
                           f"{rows} nodes are synthetic (sparsity and values sampled "
@@ -263,7 +263,7 @@ def _synthetic_allx(x: torch.Tensor, tx: torch.Tensor, rows: int, seed: int) -> 
 
 # --- OGB arXiv -----------------------------------------------------------------------------------
 
-def load_arxiv(ds, root: Path, cache: Path, allow_stand_in: bool) -> Graph:
+def load_arxiv(ds, root: Path, cache: Path, allow_stand_in: bool) -> GraphData:
     """ogbn-arxiv via OGB's PygNodePropPredDataset (symmetrised); a partial copy needs the stand-in flag."""
     folder = root / "ogbn_arxiv"
     missing = [f for f in OGB_ARXIV_FILES if not (folder / f).exists()]
@@ -276,7 +276,7 @@ def load_arxiv(ds, root: Path, cache: Path, allow_stand_in: bool) -> Graph:
                       f"data.allow_stand_in=true for a labelled stand-in (synthetic graph and features)")
 
 
-def _ogb_arxiv(ds, base: Path) -> Graph:
+def _ogb_arxiv(ds, base: Path) -> GraphData:
     folder = base / "ogbn_arxiv"
     if folder.is_dir():                            # else OGB asks input() about a new release
         (folder / "processed").mkdir(exist_ok=True)
@@ -293,10 +293,10 @@ def _ogb_arxiv(ds, base: Path) -> Graph:
     n = data.num_nodes
     masks = {f"{k}_mask": _mask(split[s], n) for k, s in SPLITS}
     out = Data(x=data.x, edge_index=data.edge_index, y=data.y.view(-1), **masks)
-    return Graph(out, ds.name, ds.name, note="ogbn-arxiv, symmetrised")
+    return GraphData(out, ds.name, ds.name, note="ogbn-arxiv, symmetrised")
 
 
-def arxiv_stand_in(ds, folder: Path) -> Graph:
+def arxiv_stand_in(ds, folder: Path) -> GraphData:
     """Synthetic power-law graph with arXiv's sizes (directed edge count as OGB's, then symmetrised) and
     synthetic features; real labels and time split from the partial OGB folder."""
     need = ["raw/node-label.csv.gz"]
@@ -312,8 +312,8 @@ def arxiv_stand_in(ds, folder: Path) -> Graph:
     x = torch.randn(n, int(ds.stand_in.features), generator=gen)
     masks = {f"{k}_mask": _mask(torch.from_numpy(_read_ints(split_dir / f"{s}.csv.gz")), n)
              for k, s in SPLITS}
-    data = Data(x=x, edge_index=_clean(ei, n), y=y, **masks)
-    return Graph(data, ds.name, f"{ds.name} (stand-in: synthetic graph and features)", stand_in=True,
+    data = Data(x=x, edge_index=symmetric_edges(ei, n), y=y, **masks)
+    return GraphData(data, ds.name, f"{ds.name} (stand-in: synthetic graph and features)", stand_in=True,
                  accuracy_comparable=False, info={"directed_edges": m},
                  note=f"synthetic power-law graph, {n} nodes, {m} directed edges (symmetrised to "
                       f"{data.edge_index.size(1)}), random features; real labels and split ({split_dir.name} "
@@ -327,7 +327,7 @@ def _read_ints(path: Path) -> np.ndarray:
 
 # --- OGB products ----------------------------------------------------------------------------------
 
-def load_products(ds, root: Path, cache: Path, allow_stand_in: bool) -> Graph:
+def load_products(ds, root: Path, cache: Path, allow_stand_in: bool) -> GraphData:
     """ogbn-products via OGB's PygNodePropPredDataset when ``<root>/ogbn_products`` is complete, else (with
     the stand-in flag) the synthetic community graph of its size; it is never downloaded implicitly."""
     folder = root / "ogbn_products"
@@ -339,7 +339,16 @@ def load_products(ds, root: Path, cache: Path, allow_stand_in: bool) -> Graph:
         raise DataMissing(f"{ds.name}: missing {', '.join(missing)} in {folder} (OGB's ogbn-products layout; "
                           f"not downloaded implicitly: 1.4 GB); add the files or set data.allow_stand_in=true "
                           f"for a labelled stand-in (synthetic graph, features and labels)")
-    return community_graphs.harness_graph(ds, products_stand_in(ds, root, cache))
+    return stand_in_graph(ds, products_stand_in(ds, root, cache))
+
+
+def stand_in_graph(ds, g: community_graphs.CommunityGraph) -> GraphData:
+    """The products stand-in as a ``GraphData``: labelled, accuracy not comparable, already clean."""
+    data, note = community_graphs.pyg_data(g)
+    return GraphData(data, ds.name, community_graphs.stand_in_label(ds.name), stand_in=True,
+                     accuracy_comparable=False, note=note,
+                     info={"clean": True, "synthetic": True, "cache": g.info.get("cache"),
+                           "communities": g.params.num_communities, "generator_key": g.params.key()})
 
 
 def products_stand_in(ds, root: Path, cache: Path) -> community_graphs.CommunityGraph:
@@ -353,7 +362,7 @@ def products_missing(root: Path) -> list[str]:
     return [f for f in OGB_PRODUCTS_FILES if not (root / "ogbn_products" / f).exists()]
 
 
-def _ogb_products(ds, base: Path) -> Graph:
+def _ogb_products(ds, base: Path) -> GraphData:
     folder = base / "ogbn_products"
     (folder / "processed").mkdir(parents=True, exist_ok=True)
     (folder / "RELEASE_v1.txt").touch()            # else OGB asks input() about a new release
@@ -364,7 +373,7 @@ def _ogb_products(ds, base: Path) -> Graph:
     n = data.num_nodes
     masks = {f"{k}_mask": _mask(split[s], n) for k, s in SPLITS}
     out = Data(x=data.x, edge_index=data.edge_index, y=data.y.view(-1), **masks)
-    return Graph(out, ds.name, ds.name, note="ogbn-products (sales-ranking split)")
+    return GraphData(out, ds.name, ds.name, note="ogbn-products (sales-ranking split)")
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -306,15 +306,6 @@ def announced(ds, folder, missing: list, total: int, cache_dir) -> CommunityGrap
     return load(p, cache_dir)
 
 
-def harness_graph(ds, g: CommunityGraph):
-    """The stand-in as a harness ``Graph``: labelled, accuracy not comparable, already clean."""
-    from .data import Graph
-    data, note = pyg_data(g)
-    return Graph(data, ds.name, stand_in_label(ds.name), stand_in=True, accuracy_comparable=False, note=note,
-                 info={"clean": True, "synthetic": True, "cache": g.info.get("cache"),
-                       "communities": g.params.num_communities, "generator_key": g.params.key()})
-
-
 def stand_in_label(name: str) -> str:
     return f"{name} (stand-in: synthetic graph, features and labels)"
 
