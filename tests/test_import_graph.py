@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "sgnn"
 
@@ -84,8 +83,6 @@ def test_engine_import_graph_is_acyclic():
     assert find_cycle(engine) is None, f"import cycle: {' -> '.join(find_cycle(engine))}"
 
 
-@pytest.mark.xfail(strict=True, reason="sgnn.harness.data <-> sgnn.harness.synthetic (the harness, outside the "
-                   "engine); strict: this test fails once the cycle is gone, so the mark gets removed")
 def test_import_graph_is_acyclic():
     g = graph()
     cycle = find_cycle(g)
