@@ -14,6 +14,7 @@ from torch.autograd.function import once_differentiable
 
 from ..errors import NotSupported, UserError
 from .derive import GRAD, OUT, Backward, derivatives
+from .api import explain as _explain
 from .expr import Statement
 from .formats import CSC, Format
 from .tensor import SparseTensor
@@ -97,6 +98,28 @@ def backward_of(stmt: Statement, targets: dict) -> Backward:
             _derived.clear()
         b = _derived[key] = derivatives(stmt, targets)
     return b
+
+
+def explain_backward(stmt: Statement, ops: dict, run, wrt=None, grad=None) -> list:
+    """``[(name, statement, Explanation)]`` for every statement of ``stmt``'s backward on one call's
+    operands, in evaluation order (intermediates first): what ``sgnn.explain`` shows for each.
+    ``wrt``: the operands to differentiate (default: every dense one and every valued sparse one);
+    ``grad``: the upstream gradient (default: ones)."""
+    ops = {n: t.detach() if isinstance(t, torch.Tensor) else t for n, t in ops.items()}
+    out = run(stmt, ops)
+    names = wrt or [n for n, t in ops.items() if not isinstance(t, SparseTensor) or t.values is not None]
+    b = backward_of(stmt, {n: isinstance(ops[n], SparseTensor) for n in names})
+    sparse_out = isinstance(out, SparseTensor)
+    g = grad if grad is not None else torch.ones_like(out.values if sparse_out else out)
+    ops[GRAD] = out.with_values(g) if sparse_out else g
+    ops[OUT] = out
+    go, shown = _with_layouts(run), []
+    for name, st in [*b.pre, *b.stmts.items()]:
+        value = go(st, ops)
+        used = _twins(st, ops) if _transposed.get(st) else ops
+        shown.append((name, st, _explain(st, **{n: used[n] for n in st.inputs})))
+        ops[name] = value
+    return shown
 
 
 # ---------------------------------------------------------------- column-ordered twins
