@@ -1,11 +1,16 @@
 """Autograd for compiled statements: the backward of ``evaluate`` runs the derived statements.
 
 ``evaluate(stmt, ops)`` records one ``torch.autograd`` node when a dense operand, or a sparse
-operand's values, requires a gradient. Its backward evaluates ``derive.derivative(stmt, name)``
-for each operand that needs one, through the same pipeline (schedule, lower, codegen, compiled
+operand's values, requires a gradient. Its backward evaluates ``derive.derivatives(stmt, ...)``
+for the operands that need one, through the same pipeline (schedule, lower, codegen, compiled
 cache): ``Aᵀ·G`` for SpMM, an SDDMM for sparse values, the chain rule for products, sums and
-activations. The forward output is kept for activation slopes; nothing else is stored. Double
-backward is refused (``once_differentiable``); index arrays never carry gradients.
+activations, max/min and attention rules; intermediate statements (row maxima, tie counts,
+softmax normalisers) are evaluated once for all operands. The forward output is kept (activation
+slopes, the maximum, attention's ``beta``); nothing else is stored. Double backward is refused
+(``once_differentiable``); index arrays never carry gradients. A statement that reads a 3-d sparse
+operand by column (attention's edge logits in a transposed gradient) gets a column-ordered twin
+of it (``_with_layouts``), since the scheduler converts matrices only. ``explain_backward``
+shows every backward statement with its schedule and code.
 """
 from __future__ import annotations
 
@@ -76,7 +81,8 @@ class _Evaluate(torch.autograd.Function):
     def backward(ctx, grad):
         *flat, value = ctx.saved_tensors
         ops = _rebuild(ctx.names, ctx.structs, flat)
-        ops[GRAD] = ctx.pattern.with_values(grad.contiguous()) if ctx.pattern is not None else grad.contiguous()
+        grad = grad.contiguous()
+        ops[GRAD] = ctx.pattern.with_values(grad) if ctx.pattern is not None else grad
         ops[OUT] = ctx.pattern.with_values(value) if ctx.pattern is not None else value
         targets = {name: st is not None for k, (name, st) in enumerate(zip(ctx.names, ctx.structs))
                    if ctx.needs_input_grad[4 + k]}

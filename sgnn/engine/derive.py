@@ -134,8 +134,21 @@ def _target(stmt: Statement, wrt: str, sparse: bool, grad: str, pre: list) -> St
     if body is None:
         body = Const(0.0)
     if sparse:
-        body = Pattern(Access(wrt, dims)) * body
+        mask = Pattern(Access(wrt, dims))
+        body = mask * _unmasked(body, mask)
     return Statement(dims, body, f"d_{wrt}")
+
+
+def _unmasked(e: Expr, mask: Pattern) -> Expr:
+    """``e`` without the factors ``mask`` (idempotent: the caller multiplies by it once), so that
+    the output follows one pattern (sampled, shared) instead of an intersection with itself."""
+    if isinstance(e, BinOp) and e.op in ("*", "/"):
+        a = _unmasked(e.a, mask)
+        if e.op == "/":
+            return BinOp("/", a, e.b)
+        b = _unmasked(e.b, mask)
+        return b if a == Const(1.0) else a if b == Const(1.0) else BinOp("*", a, b)
+    return Const(1.0) if e == mask else e
 
 
 def _refuse(e: Expr) -> None:
