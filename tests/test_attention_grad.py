@@ -8,10 +8,10 @@ import torch
 import sgnn
 from sgnn.engine import autodiff
 from sgnn.engine.derive import derivatives
-from sgnn.harness.data import power_law_edges
+from sgnn.engine.expr import compute, exp, indices, softmax, sum_, tensors
 from sgnn.errors import NotSupported, UserError
-from sgnn.engine.expr import compute, indices, softmax, sum_, tensors, exp
-from sgnn.layers.attention import attention, attention_statement
+from sgnn.harness.data import power_law_edges
+from sgnn.layers.attention import _edge_tensor, attention, attention_statement
 
 torch_geometric = pytest.importorskip("torch_geometric")
 
@@ -142,7 +142,6 @@ def test_edge_logit_backward_explains_with_its_column_ordered_twin():
     n = 9
     adj, _ = csr(n, small_graph(n))
     el = torch.randn(adj.nnz, 2, dtype=torch.float64)
-    from sgnn.layers.attention import _edge_tensor
     ops = {"ae": _edge_tensor(adj, el), "as_": torch.randn(n, 2, dtype=torch.float64),
            "X": torch.randn(n, 2, 3, dtype=torch.float64)}
     shown = autodiff.explain_backward(attention_statement(False, True, False, 0.2), ops,
