@@ -58,7 +58,9 @@ def attention(adj: SparseTensor, a_src: torch.Tensor, a_dst: torch.Tensor | None
     """``out [N_dst, H, C]``: attention of targets (rows of ``adj`` [N_dst, N_src]) over their
     sources; ``a_src [N_src, H]``, ``a_dst [N_dst, H]`` or None, ``x [N_src, H, C]``,
     ``edge_logits [nnz, H]`` in ``adj``'s storage order or None, ``bias [H, C]`` (or [H*C]) or None.
-    A target without sources gets ``bias`` (0 without). Differentiable w.r.t. every tensor."""
+    ``adj``'s values are not read (its pattern is the neighbourhood; a repeated edge is one more
+    softmax term). A target without sources gets ``bias`` (0 without). Differentiable w.r.t. every
+    tensor argument; double backward is refused."""
     _check_adj(adj, "attention")
     if x.dim() != 3:
         raise UserError(f"attention: x must be [N_src, H, C] (got shape {tuple(x.shape)})")
@@ -99,7 +101,7 @@ def extreme(adj: SparseTensor, z: torch.Tensor, op: str = "max") -> torch.Tensor
 def _check_adj(adj, what: str) -> None:
     if not isinstance(adj, SparseTensor) or adj.ndim != 2:
         raise UserError(f"{what}: adj must be a 2-d sgnn.SparseTensor (got {type(adj).__name__})")
-    if adj.values is not None and adj.values.dtype.is_floating_point is False:
+    if adj.values is not None and not adj.values.dtype.is_floating_point:
         raise UserError(f"{what}: adj's values must be floating point (got {adj.values.dtype})")
 
 
