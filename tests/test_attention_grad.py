@@ -193,3 +193,16 @@ def test_bad_input_is_refused_by_name():
         attention(adj, torch.randn(5, 2), None, x, 0.2, torch.randn(3, 2))
     with pytest.raises(UserError, match="dtype"):
         attention(adj, torch.randn(5, 2, dtype=torch.float64), None, x)
+
+
+def test_double_backward_refused_and_inference_mode_records_nothing():
+    n = 9
+    adj, _ = csr(n, small_graph(n))
+    a = torch.randn(n, 2, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(n, 2, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(attention(adj, a, None, x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="twice|once_differentiable"):
+        g.sum().backward()
+    with torch.inference_mode():
+        out = attention(adj, a, None, x)
+    assert not out.requires_grad and out.grad_fn is None
