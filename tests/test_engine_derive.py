@@ -6,8 +6,8 @@ import torch
 
 import sgnn
 from sgnn.engine.derive import GRAD, OUT, derivative
-from sgnn.engine.expr import (Access, compute, walk, elu, exp, indices, leaky_relu, max_, pattern, relu, sigmoid,
-                              softmax, sum_, tanh, tensors)
+from sgnn.engine.expr import (Access, compute, walk, elu, exp, indices, leaky_relu, max_, maximum, pattern,
+                              relu, sigmoid, softmax, sum_, tanh, tensors)
 from sgnn.errors import NotSupported
 
 i, j, k = indices("i j k")
@@ -88,10 +88,28 @@ def test_sddmm_gradient_wrt_dense():
 
 
 def test_unsupported_are_named():
-    with pytest.raises(NotSupported, match="max_"):
-        derivative(compute((i, k), max_(j, pattern(A[i, j]) * X[j, k])), "X")
-    with pytest.raises(NotSupported, match="softmax"):
-        derivative(compute((i, k), sum_(j, softmax(j, X[j, k], over=A[i, j]) * Y[j, k])), "Y")
+    with pytest.raises(NotSupported, match="elementwise max"):
+        derivative(compute((i, k), maximum(X[i, k], Y[i, k])), "X")
+    with pytest.raises(NotSupported, match="softmax"):  # not a factor of a sum over its index
+        derivative(compute((i, j), exp(softmax(j, X[i, j], over=A[i, j]))), "X")
+    with pytest.raises(NotSupported, match="softmax"):  # a sum over more than its index
+        derivative(compute((i,), sum_((j, k), softmax(j, X[j, k], over=A[i, j]) * Y[j, k])), "Y")
+
+
+def test_max_and_softmax_derive():
+    """max_ routes through a recomputed equality and a tie count; the softmax sum through
+    recomputed row statistics. Values are checked against torch in test_engine_autodiff.py and
+    test_attention_grad.py; here: the statements' shapes."""
+    d = derivative(compute((i, k), max_(j, pattern(A[i, j]) * X[j, k])), "X")
+    assert len(d.pre) == 1 and "step" in str(d.pre[0][1]) and OUT in str(d.pre[0][1])
+    d = derivative(compute((i, k), max_(j, pattern(A[i, j]) * X[j, k]) + b[k]), "X")
+    assert len(d.pre) == 2 and "max_" in str(d.pre[0][1])  # the maximum is recomputed, not OUT - b
+    d = derivative(compute((i, k), sum_(j, softmax(j, d_(i, j), over=A[i, j]) * Y[j, k])), "Y")
+    assert [st.idx for _, st in d.pre] == [("i",), ("i",)]  # row max and normaliser
+
+
+def d_(i_, j_):
+    return X[i_, j_] * e[j_]
 
 
 def test_derived_statement_is_printable():
