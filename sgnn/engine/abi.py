@@ -35,12 +35,10 @@ def size_indices(sched) -> list[str]:
 
 def unique_slots(sched) -> list:
     """The schedule's slots, one per key (two accesses of one operand share its arrays)."""
-    seen, out = set(), []
+    first: dict = {}
     for sl in sched.slots.values():
-        if sl.key not in seen:
-            seen.add(sl.key)
-            out.append(sl)
-    return out
+        first.setdefault(sl.key, sl)
+    return list(first.values())
 
 
 def _operand(sl) -> list[Param]:

@@ -29,11 +29,6 @@ from dataclasses import dataclass, field, fields
 
 from ..errors import UserError
 
-UNARY = ("exp", "log", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "abs", "sqrt", "neg", "step")
-BINARY = ("+", "-", "*", "/", "max", "min")
-REDUCTIONS = ("sum", "max", "min")
-
-
 class Expr:
     """Base class: arithmetic operators build trees."""
 

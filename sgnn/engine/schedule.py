@@ -305,15 +305,10 @@ def _unique_where_merged(stmt, slots, outer, output, decisions):
     """Co-iteration needs unique coordinates: non-unique levels in a merge are summed first."""
     find = level_of(slots)
     merged = set()
-    for v in outer:
-        f = domain(stmt.expr, v, find)
+    for scope, v in [(stmt.expr, v) for v in outer] + [(r.body, v) for r in reduces(stmt.expr) for v in r.idx]:
+        f = domain(scope, v, find)
         if f[0] in ("and", "or", "walk"):
             merged |= set(iterators(f))
-    for r in reduces(stmt.expr):
-        for v in r.idx:
-            f = domain(r.body, v, find)
-            if f[0] in ("and", "or", "walk"):
-                merged |= set(iterators(f))
     out = dict(slots)
     for a in merged:
         s = slots[a]

@@ -79,14 +79,9 @@ def from_scipy(cls, m):
         raise UserError(f"{_WHERE}: expected {crd.numel()} values, one per stored entry (got {values.numel()})")
     check_no_nan(values, _WHERE)
     if not rows_canonical(pos, crd):  # unsorted rows (e.g. A[p][:, p]) or repeats: a sorted, summed copy
-        pos, crd, values = _canonical(pos, crd, values, outer)
+        pos, crd, values = convert.sum_duplicates(*convert.sort_rows(pos, crd, values, outer), outer)
     fmt = CSR if m.format == "csr" else CSC
     return cls((rows, cols), fmt, [None, pos], [None, crd], values, check=False)
-
-
-def _canonical(pos, crd, values, shape):
-    pos, crd, values = convert.sort_rows(pos, crd, values, shape)
-    return convert.sum_duplicates(pos, crd, values, shape)
 
 
 __all__ = ["from_scipy"]

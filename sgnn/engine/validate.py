@@ -125,16 +125,20 @@ def _check_crd(crd: torch.Tensor, dim: int, where: str) -> None:
         _fail(f"{where}: expected coordinates in [0, {dim}) (got {bad} at position {p})")
 
 
-def _check_sorted(pos: torch.Tensor, crd: torch.Tensor, unique: bool, where: str) -> None:
+def _out_of_order(pos: torch.Tensor, crd: torch.Tensor, unique: bool) -> torch.Tensor:
+    """Per adjacent pair of ``crd`` within one segment: whether it goes down (or repeats, ``unique``)."""
     n = crd.numel()
-    if n < 2:
-        return
-    d = crd[1:] - crd[:-1]
-    bad = (d <= 0) if unique else (d < 0)
-    # positions where a new segment starts may go down
+    bad = crd[1:] <= crd[:-1] if unique else crd[1:] < crd[:-1]
     starts = pos[1:-1]
     starts = starts[(starts > 0) & (starts < n)]
-    bad[starts.long() - 1] = False
+    bad[starts.long() - 1] = False  # a new segment may start lower
+    return bad
+
+
+def _check_sorted(pos: torch.Tensor, crd: torch.Tensor, unique: bool, where: str) -> None:
+    if crd.numel() < 2:
+        return
+    bad = _out_of_order(pos, crd, unique)
     if bool(bad.any()):
         p = int(torch.nonzero(bad)[0])
         seg = int(torch.searchsorted(pos, torch.tensor(p, dtype=pos.dtype), right=True)) - 1
@@ -151,11 +155,4 @@ def check_compressed_bounds(pos, crd, shape, where: str) -> None:
 
 def rows_canonical(pos: torch.Tensor, crd: torch.Tensor) -> bool:
     """Whether every segment of a (bounds-checked) compressed level is sorted and unique."""
-    n = crd.numel()
-    if n < 2:
-        return True
-    bad = crd[1:] <= crd[:-1]
-    starts = pos[1:-1]
-    starts = starts[(starts > 0) & (starts < n)]
-    bad[starts.long() - 1] = False  # a new segment may start lower
-    return not bool(bad.any())
+    return crd.numel() < 2 or not bool(_out_of_order(pos, crd, True).any())
