@@ -273,12 +273,11 @@ class SparseTensor:
 
     def to_torch(self, layout=torch.sparse_csr) -> torch.Tensor:
         """A torch sparse tensor (``sparse_csr`` shares memory with a CSR of int64 or int32 indices)."""
-        if layout == torch.sparse_csr:
-            a = self.to(CSR)
-            return torch.sparse_csr_tensor(a.pos[1], a.crd[1], a.value_array(), tuple(self.shape))
-        if layout == torch.sparse_csc:
-            a = self.to(CSC)
-            return torch.sparse_csc_tensor(a.pos[1], a.crd[1], a.value_array(), tuple(self.shape))
+        if layout in (torch.sparse_csr, torch.sparse_csc):
+            csr = layout == torch.sparse_csr
+            a = self.to(CSR if csr else CSC)
+            make = torch.sparse_csr_tensor if csr else torch.sparse_csc_tensor
+            return make(a.pos[1], a.crd[1], a.value_array(), tuple(self.shape))
         if layout == torch.sparse_coo:
             r, c = self.coordinates()
             return torch.sparse_coo_tensor(torch.stack([r.long(), c.long()]), self.value_array(),
