@@ -96,8 +96,3 @@ def operand_arrays(ps) -> list[tuple[str, tuple | None]]:
         else:
             out.setdefault(a.operand, []).append((a.role, a.level))
     return [(k, None if v is None else tuple(v)) for k, v in out.items()]
-
-
-def arrays(ps) -> dict:
-    """Name → ``Array`` of every array parameter."""
-    return {p.name: p.array for p in ps if p.kind == "array"}

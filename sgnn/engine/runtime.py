@@ -182,9 +182,8 @@ class Plan:
             by_slot, sizes, tile, why = self.prepare(ops)
             return self.run(self.kernel(tile, why), by_slot, sizes)
         by_slot = {key: ops[name] for key, name in self.slot_names}
-        if self.count_keys:
-            for key in self.count_keys:
-                by_slot[key] = by_slot[key].with_counts(self.value_dtype)
+        for key in self.count_keys:
+            by_slot[key] = by_slot[key].with_counts(self.value_dtype)
         sizes = self.sizes(ops)
         skey = (*sizes.values(), *self.variant()) if self.sched.storage_dtype else tuple(sizes.values())
         k = self.by_sizes.recent.get(skey) or self.by_sizes.get(skey)
