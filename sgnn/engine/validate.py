@@ -10,8 +10,7 @@ from ..errors import UserError
 
 INDEX_DTYPES = (torch.int32, torch.int64)
 VALUE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-
-_I32_MAX = 2**31 - 1
+I32_MAX = 2**31 - 1  # the largest dimension or nnz int32 indices can address
 
 
 def _fail(msg: str):
@@ -49,7 +48,7 @@ def _check_index_arrays(t, where: str) -> None:
         _fail(f"{where}: expected pos and crd of one index dtype (got {sorted({str(a.dtype) for a in arrays})})")
     if arrays and arrays[0].dtype == torch.int32:
         big = max((t.level_dim(k) for k in range(len(t.format.levels))), default=0)
-        if big > _I32_MAX:
+        if big > I32_MAX:
             _fail(f"{where}: int32 coordinates cannot hold dimension {big}; use int64 indices")
 
 
