@@ -10,9 +10,9 @@ ENGINE = Path(__file__).resolve().parents[1] / "sgnn" / "engine"
 MODULE_LINES = 500
 FUNCTION_LINES = 50
 # Issue 9's target for the whole engine is < 5,000 lines. This ratchet covers the modules other than
-# the layer planner's and autodiff's (OTHERS): their count when the loop IR, verify and the ABI
-# landed. Lower it as modules shrink, never raise it.
-ENGINE_LINES = 4_830
+# the layer planner's and autodiff's (OTHERS): their count after the engine-trim pass (4,825 when the
+# loop IR, verify and the ABI landed). Lower it as modules shrink, never raise it.
+ENGINE_LINES = 4_724
 OTHERS = {"derive.py", "autodiff.py", "api.py", "explain.py", "memory.py", "layerplan.py", "operands.py"}
 C_SYNTAX = re.compile(r"sg::|int64_t|int32_t|#pragma|extern \"C\"|SG_RESTRICT|__builtin_")
 

@@ -35,12 +35,10 @@ def size_indices(sched) -> list[str]:
 
 def unique_slots(sched) -> list:
     """The schedule's slots, one per key (two accesses of one operand share its arrays)."""
-    seen, out = set(), []
+    first: dict = {}
     for sl in sched.slots.values():
-        if sl.key not in seen:
-            seen.add(sl.key)
-            out.append(sl)
-    return out
+        first.setdefault(sl.key, sl)
+    return list(first.values())
 
 
 def _operand(sl) -> list[Param]:
@@ -98,8 +96,3 @@ def operand_arrays(ps) -> list[tuple[str, tuple | None]]:
         else:
             out.setdefault(a.operand, []).append((a.role, a.level))
     return [(k, None if v is None else tuple(v)) for k, v in out.items()]
-
-
-def arrays(ps) -> dict:
-    """Name → ``Array`` of every array parameter."""
-    return {p.name: p.array for p in ps if p.kind == "array"}

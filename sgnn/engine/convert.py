@@ -19,10 +19,10 @@ import torch
 from ..errors import UserError
 from .compiler import build_csrc
 from .native import plain, pointer, real_mode
+from .validate import I32_MAX
 
 _INDEX = {torch.int32: "i32", torch.int64: "i64"}
 _VALUE = {torch.float32: "f32", torch.float64: "f64"}
-_I32_MAX = 2**31 - 1
 _i64, _int, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 # argtypes and restype of each entry point, as declared in csrc/convert.cpp; each returns the
 # resulting nnz, or -1 when the native side could not allocate scratch memory
@@ -167,7 +167,7 @@ def coo_to_csr(row, col, values, shape, *, sum_duplicates: bool = True, index_dt
     values = _values(values, nnz, where)
     _in_range(row, m, "row indices", where)
     _in_range(col, n, "column indices", where)
-    fits = max(m, n, nnz) <= _I32_MAX
+    fits = max(m, n, nnz) <= I32_MAX
     idt = index_dtype if index_dtype is not None else (torch.int32 if fits else torch.int64)
     if idt not in _INDEX or (idt == torch.int32 and not fits):
         raise UserError(f"{where}: expected index_dtype int64{' or int32' if fits else ''} for shape "
@@ -201,7 +201,7 @@ def csr_transpose(pos, crd, values, shape):
     """
     pos, crd, values, (m, n) = _csr(pos, crd, values, shape, "csr_transpose")
     idt = pos.dtype
-    if idt == torch.int32 and n > _I32_MAX:
+    if idt == torch.int32 and n > I32_MAX:
         raise UserError(f"csr_transpose: int32 pos cannot index {n} rows of the transpose; use int64")
     pos_t, crd_t = torch.empty(n + 1, dtype=idt), torch.empty(crd.numel(), dtype=idt)
     out = torch.empty_like(values) if values is not None else None

@@ -75,9 +75,9 @@ def _to_csr(t):
         return t
     if t.format.codes == "ds" and t.format.order == (1, 0):  # CSC: transpose its storage
         pos, crd, val = convert.widened(convert.csr_transpose, t.pos[1], t.crd[1], t.values, (t.shape[1], t.shape[0]))
-        return type(t)(t.shape, CSR, [None, pos], [None, crd], val, check=False)
-    r, c = coordinates(t)
-    pos, crd, val = convert.widened(convert.coo_to_csr, r, c, t.values, tuple(t.shape), sum_duplicates=True)
+    else:
+        r, c = coordinates(t)
+        pos, crd, val = convert.widened(convert.coo_to_csr, r, c, t.values, tuple(t.shape), sum_duplicates=True)
     return type(t)(t.shape, CSR, [None, pos], [None, crd], val, check=False)
 
 

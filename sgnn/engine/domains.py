@@ -13,10 +13,6 @@ from .rewrite import softmax_terms
 FULL = ("full",)
 
 
-def _it(a: Access):
-    return ("it", a)
-
-
 def domain(e: Expr, v: str, level_of) -> tuple:
     """Iteration domain of index ``v`` in ``e`` as a formula over sparse level iterators.
 
@@ -28,7 +24,7 @@ def domain(e: Expr, v: str, level_of) -> tuple:
     if isinstance(e, (Access, Pattern)):
         a = e.access if isinstance(e, Pattern) else e
         lv = level_of(a, v)
-        return _it(a) if lv is not None and lv.iterates_by_position else FULL
+        return ("it", a) if lv is not None and lv.iterates_by_position else FULL
     if isinstance(e, Const):
         return FULL
     if isinstance(e, Softmax):
@@ -84,17 +80,8 @@ def iterators(f) -> list:
     if f[0] == "full":
         return []
     if f[0] == "walk":
-        out = []
-        for a in f[1]:
-            if a not in out:
-                out.append(a)
-        return out
-    out = []
-    for x in f[1]:
-        for a in iterators(x):
-            if a not in out:
-                out.append(a)
-    return out
+        return list(dict.fromkeys(f[1]))
+    return list(dict.fromkeys(a for x in f[1] for a in iterators(x)))
 
 
 def reduces(e: Expr) -> list[Reduce]:

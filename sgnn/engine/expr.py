@@ -25,14 +25,10 @@ or from an einsum string with ``parse_einsum("ik,kj->ij")``.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field, fields
 
 from ..errors import UserError
-
-UNARY = ("exp", "log", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "abs", "sqrt", "neg", "step")
-BINARY = ("+", "-", "*", "/", "max", "min")
-REDUCTIONS = ("sum", "max", "min")
-
 
 class Expr:
     """Base class: arithmetic operators build trees."""
@@ -236,16 +232,14 @@ def _idx(idx) -> tuple[str, ...]:
     return tuple(_name(i) for i in idx)
 
 
-def sum_(idx, body) -> Reduce:
-    return Reduce("sum", _idx(idx), _lift(body))
+def _reduction(op: str):
+    def f(idx, body) -> Reduce:
+        return Reduce(op, _idx(idx), _lift(body))
+    f.__name__ = f"{op}_"
+    return f
 
 
-def max_(idx, body) -> Reduce:
-    return Reduce("max", _idx(idx), _lift(body))
-
-
-def min_(idx, body) -> Reduce:
-    return Reduce("min", _idx(idx), _lift(body))
+sum_, max_, min_ = map(_reduction, ("sum", "max", "min"))
 
 
 def softmax(idx, body, over: Access) -> Softmax:
@@ -357,10 +351,7 @@ def parse_einsum(spec: str, nargs: int) -> Statement:
     for t in terms:
         if len(set(t)) != len(t):
             raise UserError(f"einsum: repeated index within one operand ({t!r}) is not supported (no traces)")
-    counts: dict[str, int] = {}
-    for t in terms:
-        for c in t:
-            counts[c] = counts.get(c, 0) + 1
+    counts = Counter("".join(terms))
     if not arrow:
         rhs = "".join(sorted(c for c, n in counts.items() if n == 1))
     if len(set(rhs)) != len(rhs):

@@ -40,22 +40,9 @@ class Level:
         """The positions under a parent are the range ``pos[parent] .. pos[parent + 1]``."""
         return self.kind == "compressed"
 
-    @property
-    def appends(self) -> bool:
-        """An output can be built level by level: count, prefix-sum ``pos``, fill ``crd``."""
-        return self.kind == "compressed"
-
     def has_array(self, role: str) -> bool:
-        """Whether the level stores a ``pos`` or a ``crd`` array."""
-        return self.has_pos if role == "pos" else self.has_crd
-
-    @property
-    def has_pos(self) -> bool:
-        return self.kind == "compressed"
-
-    @property
-    def has_crd(self) -> bool:
-        return self.kind != "dense"
+        """Whether the level stores a ``pos`` (compressed) or a ``crd`` (not dense) array."""
+        return self.kind == "compressed" if role == "pos" else self.kind != "dense"
 
     @property
     def code(self) -> str:

@@ -242,12 +242,11 @@ def _implied(f, a) -> bool:
 
 
 def _formula(f, leaves: dict):
+    """A merge's condition (an ``and`` / ``or`` formula never holds a ``walk``: ``domains`` folds it)."""
     if f[0] == "it":
         return leaves[f[1]]
     if f[0] in ("and", "or"):
         return Logic(f[0], tuple(_formula(x, leaves) for x in f[1]))
-    if f[0] == "walk":
-        return Logic("or", tuple(leaves[a] for a in f[1]))
     raise InternalError(f"formula {f}")
 
 

@@ -35,9 +35,6 @@ PLANS = 256  # memoised plans (expression × operand signatures)
 KERNELS_PER_PLAN = 32  # tile choices compiled per plan (bucketed widths keep this small)
 SIZES_PER_PLAN = 64  # index sizes → kernel, per plan (one entry per distinct graph size)
 
-_TORCH = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
-          "float16": torch.float16}
-_INDEX = {"int32": torch.int32, "int64": torch.int64}
 _DTYPE_NAME = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
                torch.bfloat16: "bfloat16", torch.int32: "int32", torch.int64: "int64"}
 
@@ -100,7 +97,7 @@ class Plan:
             for d, v in enumerate(a.idx):
                 if v in self.size_sources and (sl.operand, d) not in self.size_sources[v]:
                     self.size_sources[v].append((sl.operand, d))
-        self.value_dtype = _TORCH[s.storage_dtype or s.value_dtype]  # the operands' and the result's dtype
+        self.value_dtype = getattr(torch, s.storage_dtype or s.value_dtype)  # the operands' and the result's dtype
         self.slot_names = [(sl.key, sl.operand) for sl in abi.unique_slots(s)]
         self.needs_conversion = any(sl.convert_to is not None for sl in s.slots.values())
         # slots reading multiplicities as values: cast to the plan's dtype (ones when pattern-only)
@@ -169,7 +166,7 @@ class Plan:
             t = t.to(sl.convert_to) if sl.convert_to is not None else t
             if sl.info.value_dtype == "count":
                 t = t.with_counts(self.value_dtype)
-            if sl.sparse and t.index_dtype != _INDEX[sl.info.index_dtype]:
+            if sl.sparse and t.index_dtype != getattr(torch, sl.info.index_dtype):
                 raise InternalError(f"{sl.operand}: kernel expects {sl.info.index_dtype} indices but the "
                                     f"converted operand has {t.index_dtype}")
             by_slot[sl.key] = t
@@ -185,9 +182,8 @@ class Plan:
             by_slot, sizes, tile, why = self.prepare(ops)
             return self.run(self.kernel(tile, why), by_slot, sizes)
         by_slot = {key: ops[name] for key, name in self.slot_names}
-        if self.count_keys:
-            for key in self.count_keys:
-                by_slot[key] = by_slot[key].with_counts(self.value_dtype)
+        for key in self.count_keys:
+            by_slot[key] = by_slot[key].with_counts(self.value_dtype)
         sizes = self.sizes(ops)
         skey = (*sizes.values(), *self.variant()) if self.sched.storage_dtype else tuple(sizes.values())
         k = self.by_sizes.recent.get(skey) or self.by_sizes.get(skey)
@@ -335,7 +331,7 @@ def _array_args(s: Schedule, params, value_dtype: torch.dtype) -> list:
             continue
         sl = slots[key]
         vdt = value_dtype if sl.info.value_dtype is not None else None
-        idt = _INDEX[sl.info.index_dtype]
+        idt = getattr(torch, sl.info.index_dtype)
         out.append((key, (("ptrs", *arrays), idt, vdt, f"pointers {list(arrays)} {idt} {vdt}")))
     return out
 

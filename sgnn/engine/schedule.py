@@ -283,8 +283,7 @@ def _output_format(stmt, slots, outer, inner, decisions):
     its = iterators(f)
     if f[0] == "it":
         a = f[1]
-        lv = slots[a].level_vars(a)
-        if tuple(v for v in lv) == outer:
+        if slots[a].level_vars(a) == outer:
             order = tuple(stmt.idx.index(v) for v in outer) + tuple(stmt.idx.index(v) for v in inner)
             codes = slots[a].format.codes + "d" * len(inner)
             fmt = Format(codes, order=order)
@@ -305,15 +304,10 @@ def _unique_where_merged(stmt, slots, outer, output, decisions):
     """Co-iteration needs unique coordinates: non-unique levels in a merge are summed first."""
     find = level_of(slots)
     merged = set()
-    for v in outer:
-        f = domain(stmt.expr, v, find)
+    for scope, v in [(stmt.expr, v) for v in outer] + [(r.body, v) for r in reduces(stmt.expr) for v in r.idx]:
+        f = domain(scope, v, find)
         if f[0] in ("and", "or", "walk"):
             merged |= set(iterators(f))
-    for r in reduces(stmt.expr):
-        for v in r.idx:
-            f = domain(r.body, v, find)
-            if f[0] in ("and", "or", "walk"):
-                merged |= set(iterators(f))
     out = dict(slots)
     for a in merged:
         s = slots[a]
@@ -336,12 +330,9 @@ def _partition_slot(slots, outer) -> Slot | None:
     """The sparse operand whose row lengths balance the parallel loop (most nonzeros wins at run time)."""
     if not outer:
         return None
-    best = None
     for a, s in slots.items():
-        if not s.sparse:
-            continue
-        lv = s.level_vars(a)
         f = s.format
-        if len(f.levels) >= 2 and lv[0] == outer[0] and f.levels[0].has_locate and f.levels[1].iterates_positions:
-            best = best or s
-    return best
+        if s.sparse and len(f.levels) >= 2 and s.level_vars(a)[0] == outer[0] and f.levels[0].has_locate \
+                and f.levels[1].iterates_positions:
+            return s
+    return None

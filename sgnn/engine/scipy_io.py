@@ -14,7 +14,7 @@ import torch
 from ..errors import UserError
 from .formats import CSC, CSR
 from . import convert
-from .validate import check_compressed_bounds, check_no_nan, rows_canonical
+from .validate import I32_MAX, check_compressed_bounds, check_no_nan, rows_canonical
 
 _WHERE = "from_scipy"
 
@@ -73,20 +73,15 @@ def from_scipy(cls, m):
         indices, data = indices[:nnz], data[:nnz]
     pos, crd = _index(indptr, "indptr"), _index(indices, "indices")
     check_compressed_bounds(pos, crd, outer, _WHERE)  # before narrowing: a huge index must not wrap
-    idt = torch.int32 if max(rows, cols, crd.numel()) <= 2**31 - 1 else torch.int64
+    idt = torch.int32 if max(rows, cols, crd.numel()) <= I32_MAX else torch.int64
     pos, crd, values = pos.to(idt), crd.to(idt), _values(data)
     if values.numel() != crd.numel():
         raise UserError(f"{_WHERE}: expected {crd.numel()} values, one per stored entry (got {values.numel()})")
     check_no_nan(values, _WHERE)
     if not rows_canonical(pos, crd):  # unsorted rows (e.g. A[p][:, p]) or repeats: a sorted, summed copy
-        pos, crd, values = _canonical(pos, crd, values, outer)
+        pos, crd, values = convert.sum_duplicates(*convert.sort_rows(pos, crd, values, outer), outer)
     fmt = CSR if m.format == "csr" else CSC
     return cls((rows, cols), fmt, [None, pos], [None, crd], values, check=False)
-
-
-def _canonical(pos, crd, values, shape):
-    pos, crd, values = convert.sort_rows(pos, crd, values, shape)
-    return convert.sum_duplicates(pos, crd, values, shape)
 
 
 __all__ = ["from_scipy"]

@@ -21,7 +21,6 @@ it by ``derived`` and built once even when threads race (``caches.BUILD_LOCK``).
 """
 from __future__ import annotations
 
-
 import torch
 
 from ..errors import NotSupported, UserError
@@ -31,21 +30,6 @@ from .formats import COO, CSC, CSR, DCSR, Format, parse_format
 from .native import plain
 from .scipy_io import from_scipy
 from .validate import INDEX_DTYPES, VALUE_DTYPES, check_compressed_bounds, check_no_nan, check_tensor
-
-NARROW_DTYPES = (torch.bfloat16, torch.float16)  # stored narrow, computed in float32 (see schedule)
-
-
-class Signature:
-    """What a compiled kernel specialises on: format, index and value dtypes, whether values exist."""
-
-    format: Format
-    index_dtype: torch.dtype
-    value_dtype: torch.dtype | None
-
-    def __str__(self) -> str:
-        v = str(self.value_dtype).replace("torch.", "") if self.value_dtype else "pattern"
-        return f"{self.format.name}[{str(self.index_dtype).replace('torch.', '')},{v}]"
-
 
 class SparseTensor:
     """A sparse tensor in any per-level format (CSR, CSC, COO, DCSR, ...).
@@ -164,7 +148,7 @@ class SparseTensor:
             raise UserError(f"from_coo: expected {row.numel()} values (got shape {tuple(values.shape)})")
         fmt = parse_format(format)
         if fmt == COO:
-            return cls._coo_sorted(row, col, values, shape, sum_duplicates)
+            return cls.from_coo(row, col, values, shape, sum_duplicates=sum_duplicates).to(COO)
         if fmt not in (CSR, CSC, DCSR):
             raise NotSupported(f"from_coo: cannot build format {fmt.name}; use csr, csc, coo or dcsr")
         transpose = fmt == CSC
@@ -177,11 +161,6 @@ class SparseTensor:
             out = SparseTensor(shape, Format(fmt_out.codes, order=(1, 0)), out.pos, out.crd, out.values,
                                check=False, counts=counts)
         return out.to(DCSR) if fmt == DCSR else out
-
-    @classmethod
-    def _coo_sorted(cls, row, col, values, shape, sum_duplicates):
-        csr = cls.from_coo(row, col, values, shape, sum_duplicates=sum_duplicates)
-        return csr.to(COO)
 
     @classmethod
     def from_edge_index(cls, edge_index, num_nodes=None, values=None, *,
@@ -294,12 +273,11 @@ class SparseTensor:
 
     def to_torch(self, layout=torch.sparse_csr) -> torch.Tensor:
         """A torch sparse tensor (``sparse_csr`` shares memory with a CSR of int64 or int32 indices)."""
-        if layout == torch.sparse_csr:
-            a = self.to(CSR)
-            return torch.sparse_csr_tensor(a.pos[1], a.crd[1], a.value_array(), tuple(self.shape))
-        if layout == torch.sparse_csc:
-            a = self.to(CSC)
-            return torch.sparse_csc_tensor(a.pos[1], a.crd[1], a.value_array(), tuple(self.shape))
+        if layout in (torch.sparse_csr, torch.sparse_csc):
+            csr = layout == torch.sparse_csr
+            a = self.to(CSR if csr else CSC)
+            make = torch.sparse_csr_tensor if csr else torch.sparse_csc_tensor
+            return make(a.pos[1], a.crd[1], a.value_array(), tuple(self.shape))
         if layout == torch.sparse_coo:
             r, c = self.coordinates()
             return torch.sparse_coo_tensor(torch.stack([r.long(), c.long()]), self.value_array(),

@@ -8,6 +8,7 @@ tile from the sizes of one call.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,6 @@ EXACT_WIDTHS = (8, 16, 32, 64, 128)
 WIDTH_BUCKET_LINES = (1, 2, 4, 8)  # bucket widths in cache lines (16/32/64/128 floats, 8/16/32/64 doubles)
 
 
-
 @dataclass(frozen=True)
 class Tile:
     var: str
@@ -92,7 +92,7 @@ def decide(sched, sizes: dict[str, int]) -> tuple[Tile | None, Decision | None]:
         why += f"; width {n} runs the generic {reg}-wide kernel (exact widths: {EXACT_WIDTHS})"
     if not gathered or not sched.parallel:
         return Tile(v, reg, False, exact=exact), Decision(f"tile {v} by {reg} (registers)", why)
-    rows = max(1, max(_prod(sizes[x] for x in a.idx if x != v) for a in gathered))
+    rows = max(1, max(math.prod(sizes[x] for x in a.idx if x != v) for a in gathered))
     return _cache_tile(v, reg, most, exact, rows, n, elem, line, why, ", ".join(a.name for a in gathered))
 
 
@@ -127,10 +127,3 @@ def register_width(n: int, most: int, line: int = 16) -> tuple[int, bool]:
 
 def _pow2_floor(x: int) -> int:
     return 1 << (max(1, x).bit_length() - 1)
-
-
-def _prod(xs) -> int:
-    out = 1
-    for x in xs:
-        out *= x
-    return out

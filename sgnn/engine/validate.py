@@ -10,8 +10,7 @@ from ..errors import UserError
 
 INDEX_DTYPES = (torch.int32, torch.int64)
 VALUE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-
-_I32_MAX = 2**31 - 1
+I32_MAX = 2**31 - 1  # the largest dimension or nnz int32 indices can address
 
 
 def _fail(msg: str):
@@ -49,7 +48,7 @@ def _check_index_arrays(t, where: str) -> None:
         _fail(f"{where}: expected pos and crd of one index dtype (got {sorted({str(a.dtype) for a in arrays})})")
     if arrays and arrays[0].dtype == torch.int32:
         big = max((t.level_dim(k) for k in range(len(t.format.levels))), default=0)
-        if big > _I32_MAX:
+        if big > I32_MAX:
             _fail(f"{where}: int32 coordinates cannot hold dimension {big}; use int64 indices")
 
 
@@ -125,16 +124,20 @@ def _check_crd(crd: torch.Tensor, dim: int, where: str) -> None:
         _fail(f"{where}: expected coordinates in [0, {dim}) (got {bad} at position {p})")
 
 
-def _check_sorted(pos: torch.Tensor, crd: torch.Tensor, unique: bool, where: str) -> None:
+def _out_of_order(pos: torch.Tensor, crd: torch.Tensor, unique: bool) -> torch.Tensor:
+    """Per adjacent pair of ``crd`` within one segment: whether it goes down (or repeats, ``unique``)."""
     n = crd.numel()
-    if n < 2:
-        return
-    d = crd[1:] - crd[:-1]
-    bad = (d <= 0) if unique else (d < 0)
-    # positions where a new segment starts may go down
+    bad = crd[1:] <= crd[:-1] if unique else crd[1:] < crd[:-1]
     starts = pos[1:-1]
     starts = starts[(starts > 0) & (starts < n)]
-    bad[starts.long() - 1] = False
+    bad[starts.long() - 1] = False  # a new segment may start lower
+    return bad
+
+
+def _check_sorted(pos: torch.Tensor, crd: torch.Tensor, unique: bool, where: str) -> None:
+    if crd.numel() < 2:
+        return
+    bad = _out_of_order(pos, crd, unique)
     if bool(bad.any()):
         p = int(torch.nonzero(bad)[0])
         seg = int(torch.searchsorted(pos, torch.tensor(p, dtype=pos.dtype), right=True)) - 1
@@ -151,11 +154,4 @@ def check_compressed_bounds(pos, crd, shape, where: str) -> None:
 
 def rows_canonical(pos: torch.Tensor, crd: torch.Tensor) -> bool:
     """Whether every segment of a (bounds-checked) compressed level is sorted and unique."""
-    n = crd.numel()
-    if n < 2:
-        return True
-    bad = crd[1:] <= crd[:-1]
-    starts = pos[1:-1]
-    starts = starts[(starts > 0) & (starts < n)]
-    bad[starts.long() - 1] = False  # a new segment may start lower
-    return not bool(bad.any())
+    return crd.numel() < 2 or not bool(_out_of_order(pos, crd, True).any())

@@ -22,19 +22,12 @@ class Scope:
         self.names: dict[str, str] = {}  # name -> const | mut | ws | tile
         self.positions: dict[str, tuple] = {}  # position variable -> (operand, level)
 
-    def find(self, name: str):
+    def find(self, name: str, table: str = "names"):
+        """What ``name`` is in the innermost enclosing scope that has it (``table``: names | positions)."""
         s = self
         while s is not None:
-            if name in s.names:
-                return s.names[name]
-            s = s.parent
-        return None
-
-    def position(self, name: str):
-        s = self
-        while s is not None:
-            if name in s.positions:
-                return s.positions[name]
+            if name in getattr(s, table):
+                return getattr(s, table)[name]
             s = s.parent
         return None
 
@@ -99,7 +92,7 @@ class Verifier:
                 raise InternalError(f"loop IR: level 0 of {operand} entered from {parent!r}, not 0, at {_show(node)}")
             return
         self.expr(parent, sc, node)
-        got = sc.position(parent.name) if isinstance(parent, Var) else None
+        got = sc.find(parent.name, "positions") if isinstance(parent, Var) else None
         if got != (operand, level - 1):
             raise InternalError(f"loop IR: level {level} of {operand} is entered from {parent!r}, which is not a "
                                 f"level-{level - 1} position of {operand} (it is {got}), at {_show(node)}")
