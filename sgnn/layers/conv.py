@@ -136,14 +136,3 @@ def refuse_grad(what: str, *ts) -> None:
     if records(*ts):
         raise NotSupported(f"gradients w.r.t. {what} are not supported yet; detach it "
                            f"(or run under torch.no_grad())")
-
-
-def fold_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """[B, N, F] (a static graph's batch) as [N, B·F] for one aggregation pass; returns (x, B)."""
-    b, n, f = x.shape
-    return x.transpose(0, 1).reshape(n, b * f), b
-
-
-def unfold_batch(y: torch.Tensor, b: int) -> torch.Tensor:
-    n = y.shape[0]
-    return y.reshape(n, b, -1).transpose(0, 1)

@@ -1,20 +1,20 @@
 """GATConv: Veličković et al., "Graph Attention Networks" (ICLR 2018)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
-import torch.nn.functional as F
-
-from ..engine import SparseTensor
-from ..engine.formats import Format
-from ..errors import NotSupported, UserError
-from . import kernels, ops
-from ._common import TensorCache, check_x, matmul_t
-from .activation import resolve
+from ..engine import layerplan
 from ..engine.explain import note
+from ..engine.expr import Const, Statement, compute, indices, leaky_relu, softmax, sum_, tensors
+from ..errors import NotSupported
+from . import edgewise, norm
+from .activation import resolve
 from .conv import Conv, is_lazy, make_linear, materialize, records
-from .graph import Graph, plain_edge_index
+from .graph import Graph
+from .inputs import check_x
 
 AGGRS = ("add", "sum", "mean", "max", "min", "mul")
 
@@ -106,24 +106,6 @@ class GATConv(Conv):
     def _out_shape(self, x: torch.Tensor, n_dst: int) -> tuple[int, ...]:
         return (n_dst, self.heads * self.out_channels if self.concat else self.out_channels)
 
-    def _project(self, x, lin) -> torch.Tensor:
-        return matmul_t(x, lin.weight).view(-1, self.heads, self.out_channels)
-
-    def _logits(self, x, lin, att) -> torch.Tensor:
-        """``(x Θ^T viewed [N, H, C] · att).sum(-1)`` as ``x M^T`` with ``M = Σ_c Θ[h, c] att[h, c]``
-        ([H, in], cached per weight version): one thin GEMM instead of a pass over an N×H×C temporary."""
-        w, a = lin.weight, att
-        sig = (w._version, a._version, w.data_ptr(), a.data_ptr()) if not w.is_inference() else None
-        hit = _folded.get(a)
-        if sig is not None and hit is not None and hit[0] == sig and hit[1] is w:
-            m = hit[2]
-        else:
-            H, C = self.heads, self.out_channels
-            m = (w.detach().view(H, C, -1) * a.detach().view(H, C, 1)).sum(1)
-            if sig is not None:
-                _folded.set(a, (sig, w, m))
-        return matmul_t(x, m)
-
     def forward(self, x, edge_index, edge_attr: torch.Tensor | None = None, size=None,
                 return_attention_weights=None):
         x_src, x_dst = (x, x) if not isinstance(x, (tuple, list)) else x
@@ -133,153 +115,68 @@ class GATConv(Conv):
         lin_s = self.lin if self.lin is not None else self.lin_src
         lin_d = self.lin if self.lin is not None else self.lin_dst
         materialize(lin_s, x_src, nn.init.xavier_uniform_)
-        if x_dst is not None:
-            materialize(lin_d, x_dst, nn.init.xavier_uniform_)
-            if self.res is not None:
-                materialize(self.res, x_dst, nn.init.xavier_uniform_)
-        n_src = x_src.shape[0]
+        for m in (lin_d, self.res) if x_dst is not None else ():
+            if m is not None:
+                materialize(m, x_dst, nn.init.xavier_uniform_)
         n_dst = size[1] if size is not None else (x_dst.shape[0] if x_dst is not None else None)
-        g = self.graph(edge_index, n_src, n_dst, self_loops=self.add_self_loops)
-        has_edge = edge_attr is not None and self.lin_edge is not None
-        dropout = self.training and self.dropout > 0
-        if return_attention_weights or dropout or self.aggr in ("max", "min", "mul") or \
-                records(x_src, x_dst, edge_attr, *self.parameters()):
+        g = self.graph(edge_index, x_src.shape[0], n_dst, self_loops=self.add_self_loops)
+        edge_attr = edge_attr if self.lin_edge is not None else None
+        if return_attention_weights or (self.training and self.dropout > 0) or self.aggr in ("max", "min", "mul") \
+                or records(x_src, x_dst, edge_attr, *self.parameters()):
             note(lambda: "edge-wise torch formulation (autograd, attention dropout, attention weights or "
                  f"aggr={self.aggr!r}): E×H×C messages")
-            out, alpha = self._edgewise(g, x_src, x_dst, lin_s, lin_d, edge_attr if has_edge else None,
-                                        edge_index)
-            if return_attention_weights:
-                return out, self._attention(g, alpha, edge_index)
-            return out
-        note(lambda: "fused: logits, row softmax (two passes per row) and aggregation in one kernel; logits as "
-             "x·(Θ·att) folded per weight version")
-        return self._fused(g, x_src, x_dst, lin_s, lin_d, edge_attr if has_edge else None, edge_index)
+            out, alpha = edgewise.forward(self, g, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index)
+            return (out, edgewise.attention(self, g, alpha)) if return_attention_weights else out
+        return self._planned(g, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index)
 
-    def _fused(self, g: Graph, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index) -> torch.Tensor:
-        """Inference: logits, row softmax and aggregation in one compiled loop nest."""
+    def _planned(self, g: Graph, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index) -> torch.Tensor:
+        """Inference: the statement planned and run by the engine (logits as ``x·(Θ·att)``)."""
         H, C = self.heads, self.out_channels
-        res = None if self.res is None or x_dst is None else matmul_t(x_dst, self.res.weight)
-        rows = g.source_rows((x_src.shape[0], H * C), lin_s.weight.dtype)
-        xs = g.sources(matmul_t(x_src, lin_s.weight, rows).view(-1, H, C))
-        tensors = {"A": g.adj.with_values(None) if g.adj.values is not None else g.adj,
-                   "as_": g.sources(self._logits(x_src, lin_s, self.att_src).contiguous()), "X": xs}
+        w = lin_s.weight
+        ops = {"X": x_src, "W": w.view(H, C, -1), "Ms": edgewise.folded(w, self.att_src, H, C)}
         if x_dst is not None:
-            tensors["ad"] = self._logits(x_dst, lin_d, self.att_dst).contiguous()
+            ops.update(Xd=x_dst, Md=edgewise.folded(lin_d.weight, self.att_dst, H, C))
         if edge_attr is not None:
-            tensors["ae"] = self._edge_tensor(g, self._edge_logits(g, edge_attr, edge_index, detach=True))
-            del tensors["A"]
-        mean = self.aggr == "mean"
-        fuse_bias = self.bias is not None and self.concat and not mean
-        if fuse_bias:
-            tensors["b"] = self.bias.detach().view(H, C)
-        act = self.act if self.concat and res is None and not mean else None  # else after the last add
-        key = ("gat", x_dst is not None, edge_attr is not None, fuse_bias, self.negative_slope, act)
-        out = kernels.run(kernels.gat(*key[1:]), key, **tensors)
-        if mean:
-            out = out * g.derived(("inv_count", out.dtype), lambda: _inv_count(g, out.dtype)).view(-1, 1, 1)
-        out = out.view(-1, H * C) if self.concat else out.mean(dim=1)
-        if res is not None:
-            out = out + res
-        if self.bias is not None and not fuse_bias:
-            out = out + self.bias
-        return out if self.act is None or act is not None else self.act.inplace(out)
-
-    def _edgewise(self, g: Graph, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index):
-        """PyG's formulation on torch ops (autograd, dropout, attention weights): (output, alpha [E, H])."""
-        H, C = self.heads, self.out_channels
-        if g.distributed and records(x_src, x_dst, edge_attr, *self.parameters()):
-            raise NotSupported("GATConv: training on a partitioned graph is not supported yet")
-        local = ops.linear(x_src, lin_s.weight).view(-1, H, C)
-        xs = g.sources(local)
-        rows, cols = g.rows(), g.cols()
-        alpha = (xs * self.att_src).sum(-1).index_select(0, cols)
-        if x_dst is not None:
-            xd = local if x_dst is x_src and lin_d is lin_s else ops.linear(x_dst, lin_d.weight).view(-1, H, C)
-            alpha = alpha + (xd * self.att_dst).sum(-1).index_select(0, rows)
-        if edge_attr is not None:
-            alpha = alpha + self._edge_logits(g, edge_attr, edge_index, detach=False)
-        alpha = ops.edge_softmax(F.leaky_relu(alpha, self.negative_slope), rows, g.num_dst)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = ops.scatter(xs.index_select(0, cols) * alpha.unsqueeze(-1), rows, g.num_dst,
-                          "sum" if self.aggr == "add" else self.aggr)
-        out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)
-        if self.res is not None and x_dst is not None:
-            out = out + ops.linear(x_dst, self.res.weight)
-        if self.bias is not None:
-            out = out + self.bias
-        return (out if self.act is None else self.act(out)), alpha
-
-    def _attention(self, g: Graph, alpha: torch.Tensor, edge_index):
-        """PyG's return format: ``(edge_index, alpha)`` in its edge order (kept edges, then added
-        loops), or for a sparse input ``(adj_t, alpha)`` with ``adj_t`` a torch sparse CSR [N, N, H]."""
-        if g.from_sparse:
-            crow, col = g.adj.pos[1].long(), g.adj.crd[1].long()
-            adj = torch.sparse_csr_tensor(crow, col, alpha, (g.num_dst, g.num_src, alpha.shape[1]))
-            return adj, alpha
-        perm = g.edge_perm
-        order = torch.argsort(torch.where(perm >= 0, perm, perm.numel() + (-1 - perm)))
-        rows, cols = g.rows()[order], g.cols()[order]
-        ei = torch.stack([cols, rows] if self.flow == "source_to_target" else [rows, cols])
-        return ei, alpha[order]
-
-    def _edge_logits(self, g: Graph, edge_attr: torch.Tensor, edge_index, detach: bool) -> torch.Tensor:
-        """Per-edge logits ``a_e·Θ_e e_ij`` [nnz, H] in the graph's CSR order, added loops included."""
-        if edge_attr.dim() == 1:
-            edge_attr = edge_attr.view(-1, 1)
-        H, C = self.heads, self.out_channels
-        w, a = self.lin_edge.weight, self.att_edge
-        if detach:
-            w, a = w.detach(), a.detach()
-        # (e Θ_eᵀ) · a_e summed over C equals e · M with M = (Θ_eᵀ viewed [D, H, C] * a_e).sum(-1): E×H only
-        m = (w.t().reshape(-1, H, C) * a).sum(-1)
-        logits = edge_attr.to(m.dtype) @ m  # [E, H]
-        perm = g.edge_perm
-        if perm is None:
-            raise UserError("GATConv: edge_attr needs an edge_index input (its order defines the edges)")
-        kept = perm >= 0
-        parts = [logits.index_select(0, perm[kept])]
-        if not bool(kept.all()):
-            ei = plain_edge_index(edge_index)
-            parts.append(self._loop_logits(edge_attr, ei, m, (-1 - perm[~kept])))
-        out = torch.cat(parts) if len(parts) > 1 else parts[0]
-        # back to CSR order: kept edges came first in `parts`
-        order = torch.cat([torch.nonzero(kept).view(-1), torch.nonzero(~kept).view(-1)])
-        return out.index_select(0, torch.argsort(order))
-
-    @staticmethod
-    def _edge_tensor(g: Graph, logits: torch.Tensor) -> SparseTensor:
-        """Edge logits as a 3-d sparse tensor [N_dst, N_src, H] ("dsd") over the graph's pattern."""
-        adj = g.adj
-        fmt = Format("dsd") if "u" not in adj.format.codes else Format("dud")
-        return SparseTensor(adj.shape + (logits.shape[1],), fmt, list(adj.pos) + [None], list(adj.crd) + [None],
-                            logits.contiguous().reshape(-1), check=False)
-
-    def _loop_logits(self, edge_attr, edge_index, m, nodes):
-        """Logits of added self loops from their fill value (PyG's ``add_self_loops`` rules)."""
-        fv = self.fill_value
-        if isinstance(fv, str):
-            src, dst = edge_index[0], edge_index[1]
-            keep = src != dst
-            attr, tgt = edge_attr[keep].to(m.dtype), dst[keep]
-            n = int(nodes.max()) + 1 if nodes.numel() else 0
-            reduce = {"mean": "mean", "add": "sum", "sum": "sum", "max": "amax", "min": "amin", "mul": "prod"}[fv]
-            full = torch.zeros(max(n, int(tgt.max()) + 1 if tgt.numel() else 0), attr.shape[1], dtype=m.dtype)
-            full = full.scatter_reduce(0, tgt.view(-1, 1).expand_as(attr), attr, reduce, include_self=False)
-            fill = full[nodes]
+            ops["ae"] = edgewise.edge_tensor(g, edgewise.edge_logits(self, g, edge_attr, edge_index, detach=True))
         else:
-            fill = torch.as_tensor(fv, dtype=m.dtype).expand(nodes.numel(), edge_attr.shape[1])
-        return fill @ m
+            ops["A"] = norm.pattern(g)
+        res = self.res is not None and x_dst is not None
+        if res:
+            ops["Wres"] = self.res.weight.view(H, C, -1) if self.concat else self.res.weight
+        if self.bias is not None:
+            ops["b"] = self.bias.detach().view(H, C) if self.concat else self.bias.detach()
+        if self.aggr == "mean":
+            ops["r"] = norm.inv_count(g, w.dtype)
+        stmt = statement(H, self.concat, x_dst is not None, edge_attr is not None, res, self.bias is not None,
+                         self.aggr == "mean", self.negative_slope, self.act)
+        out = layerplan.run(stmt, ops, g)
+        return out.view(-1, H * C) if self.concat else out
 
     def __repr__(self) -> str:
         act = "" if self.act is None else f", act={self.act}"
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}{act})"
 
 
-def _inv_count(g: Graph, dtype) -> torch.Tensor:
-    """1 / (messages per target), 0 for a target without any."""
-    pos = g.adj.pos[1].long()
-    cnt = (pos[1:] - pos[:-1]).to(torch.float64)
-    return (1.0 / cnt).masked_fill_(cnt == 0, 0.0).to(dtype)
+i, j, h, c, f = indices("i j h c f")
+A, X, W, Ms, Xd, Md, ae, Wres, b, r = tensors("A X W Ms Xd Md ae Wres b r")
 
 
-_folded = TensorCache()  # att parameter -> (versions, weight, folded [H, in] matrix)
+@functools.lru_cache(maxsize=None)
+def statement(heads: int, concat: bool, dst: bool, edge: bool, res: bool, bias: bool, mean: bool, slope: float,
+              act) -> Statement:
+    """``act(Σ_j softmax_j(leaky_relu((X_d M_d)_ih + (X M_s)_jh (+ ae_ijh))) (XW)_jhc + res + b)``,
+    ``M = Σ_c Θ att`` the folded logit weights; without ``concat`` the heads are averaged."""
+    score = sum_(f, X[j, f] * Ms[h, f])
+    score = sum_(f, Xd[i, f] * Md[h, f]) + score if dst else score
+    score = score + ae[i, j, h] if edge else score
+    out = sum_(j, softmax(j, leaky_relu(score, slope), over=ae[i, j, h] if edge else A[i, j]) *
+               sum_(f, X[j, f] * W[h, c, f]))
+    out = r[i] * out if mean else out
+    if concat:
+        out = out + sum_(f, Xd[i, f] * Wres[h, c, f]) if res else out
+        out = out + b[h, c] if bias else out
+        return compute((i, h, c), out if act is None else act.expr(out))
+    out = Const(1.0 / heads) * sum_(h, out)
+    out = out + sum_(f, Xd[i, f] * Wres[c, f]) if res else out
+    out = out + b[c] if bias else out
+    return compute((i, c), out if act is None else act.expr(out))
