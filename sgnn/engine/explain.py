@@ -65,6 +65,11 @@ def explain_plan(plan, ops: dict) -> Explanation:
 _recorder: contextvars.ContextVar[list | None] = contextvars.ContextVar("sgnn_explain", default=None)
 
 
+def active() -> bool:
+    """True while ``recording()`` (callers skip building what only an explanation reads)."""
+    return _recorder.get() is not None
+
+
 def record(stmt, ops: dict, memo_key=None) -> None:
     """Remember an evaluation while ``recording()`` (a layer's kernels call this; else a no-op)."""
     calls = _recorder.get()

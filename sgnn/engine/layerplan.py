@@ -5,14 +5,12 @@ activation included, and hands it over with its operands, e.g. GCN::
 
     act(r_i * sum_j A_ij d_j (XW)_jk + e_i (XW)_ik + b_k),   (XW)_nk = sum_f X_nf W_kf
 
-A **feature transform** is ``sum_f P[n, f] * W[..., f]``: ``W`` a dense operand in torch ``Linear``
-layout (contracted index last; a view for several output indices), ``P`` a feature operand
-``X[n, f]`` or an aggregation. Operands are given as the kernels read them, except feature
-operands: they hold this process's nodes, and what the planner derives from them is extended to
-every source column by ``graph.sources`` (a partitioned graph's halo exchange).
-
-The planner takes every decision the layers used to take by hand, each a ``Decision`` with its
-reason, and memoises the plan on the statement itself plus the operands' signatures. Shapes:
+A **feature transform** is ``sum_f P[n, f] * W[..., f]``: ``W`` dense in torch ``Linear`` layout
+(contracted index last; a view for several output indices), ``P`` a feature operand ``X[n, f]``
+(this process's nodes: what derives from it is extended to every source column by
+``graph.sources``) or an aggregation. Other operands are given as the kernels read them. Every
+decision is a ``Decision`` with its reason; plans are memoised on the statement itself plus the
+operands' signatures. Plan shapes:
 
 - ``kernel``: GEMMs first (their products become kernel operands), then one kernel writing the
   layer's output with bias and activation in its epilogue (``Â(XW)``);
@@ -25,26 +23,23 @@ Only inference runs here: the layers' differentiable formulations use torch and 
 """
 from __future__ import annotations
 
+import math
+import types
 from dataclasses import dataclass, field
 
 import torch
 
 from . import memory, operands
+from .operands import SPARSE_FEATURE_DENSITY, dense_features, sparse_features
 from .api import einsum
 from .caches import LRU
-from .explain import note, record, record_layer
-from .expr import Access, BinOp, Call, Const, Expr, Pattern, Reduce, Softmax, Statement, compute
+from .explain import active, note, record, record_layer
+from .expr import Access, BinOp, Call, Const, Expr, Reduce, Softmax, Statement, accesses, children, compute
 from .runtime import evaluate
 from .schedule import Decision
 from .tensor import SparseTensor
 from ..errors import InternalError
 
-# Below this fraction of nonzeros X·W runs sparse×dense. Measured on PubMed's 19717 x 500 features at
-# 10% density (2 threads): sparse 0.44 / 1.09 / 5.3 ms vs dense GEMM 5.8 / 10.3 / 30 ms for 16 / 64 /
-# 256 outputs, i.e. sparse wins up to ~60% density; 0.3 leaves a margin.
-SPARSE_FEATURE_DENSITY = 0.3
-SPARSE_MIN_NUMEL = 65536  # smaller feature matrices are not sampled: their GEMM is cheap anyway
-_SAMPLE = 4096
 BLOCK_MIN_BYTES = 256 << 20  # (ÂX)W aggregating more than this runs in row blocks ...
 BLOCK_BYTES = 32 << 20  # ... of this many bytes of aggregated features
 ACTS = ("relu", "elu", "leaky_relu", "sigmoid", "tanh")
@@ -56,7 +51,6 @@ STATS = {"built": 0}  # plans built (a warm call builds none)
 
 class _Key:
     """A Statement as a memo key by identity (holds it: the id is not reused while the key lives)."""
-
     __slots__ = ("stmt", "_h")
 
     def __init__(self, stmt):
@@ -85,15 +79,11 @@ class Transform:
     """``sum_f P[node, f] * W[out..., f]`` found in a statement."""
 
     node_expr: Reduce
-    x: Expr  # P: an Access X[node, f] or an aggregation
+    x: Expr  # P: an Access X[node, f] (a feature operand) or an aggregation
     w: str
     f: str
     node: str
     out: tuple
-
-    @property
-    def name(self) -> str:
-        return (self.x.name if isinstance(self.x, Access) else "agg") + self.w
 
 
 def as_transform(e, ops: dict) -> Transform | None:
@@ -101,20 +91,11 @@ def as_transform(e, ops: dict) -> Transform | None:
             and e.body.op == "*" and isinstance(e.body.b, Access)):
         return None
     (f,), p, w = e.idx, e.body.a, e.body.b
-    t = ops.get(w.name)
-    if not isinstance(t, torch.Tensor) or w.idx[-1] != f or f in w.idx[:-1] or len(p.free - {f}) != 1:
+    if not isinstance(ops.get(w.name), torch.Tensor) or w.idx[-1] != f or f in w.idx[:-1] or len(p.free - {f}) != 1:
         return None
     if isinstance(p, Access) and (len(p.idx) != 2 or p.idx[1] != f):
         return None
     return Transform(e, p, w.name, f, next(iter(p.free - {f})), w.idx[:-1])
-
-
-def children(e) -> tuple:
-    if isinstance(e, Call):
-        return e.args
-    if isinstance(e, BinOp):
-        return (e.a, e.b)
-    return (e.body,) if isinstance(e, (Reduce, Softmax)) else ()
 
 
 def transforms(e, ops: dict) -> list[Transform]:
@@ -133,22 +114,12 @@ def replace(e, f):
         return BinOp(e.op, replace(e.a, f), replace(e.b, f))
     if isinstance(e, Reduce):
         return Reduce(e.op, e.idx, replace(e.body, f))
-    if isinstance(e, Softmax):
-        return Softmax(e.idx, replace(e.body, f), e.over)
-    return e
+    return Softmax(e.idx, replace(e.body, f), e.over) if isinstance(e, Softmax) else e
 
 
-def sparse_access(e, ops: dict) -> Access | None:
-    """The first access to a sparse operand in ``e`` (its first two indices: target, source)."""
-    if isinstance(e, Access) and isinstance(ops.get(e.name), SparseTensor):
-        return e
-    if isinstance(e, Pattern):
-        return sparse_access(e.access, ops)
-    if isinstance(e, Softmax):
-        hit = sparse_access(e.over, ops)
-        if hit is not None:
-            return hit
-    return next((a for c in children(e) for a in [sparse_access(c, ops)] if a is not None), None)
+def graph_access(e, graph: set) -> Access | None:
+    """The first access to a graph operand (a sparse one, not features) in ``e``: (target, source, ...)."""
+    return next((a for a in accesses(e) if a.name in graph), None)
 
 
 def terms_of(e) -> list:
@@ -166,21 +137,14 @@ def linear_in(e, t: Transform) -> bool:
     return False
 
 
-def unwrap(e, ops: dict) -> tuple:
+def unwrap(e, graph: set) -> tuple:
     """(core, wrapped): the aggregation under dense wrappers (a constant factor, a sum over heads)."""
     if isinstance(e, BinOp) and e.op == "*" and isinstance(e.a, Const):
-        return unwrap(e.b, ops)[0], True
-    if isinstance(e, Reduce) and e.op == "sum" and sparse_access(e, ops) is not None and \
-            not set(e.idx) & set(sparse_access(e, ops).idx):
-        return unwrap(e.body, ops)[0], True
+        return unwrap(e.b, graph)[0], True
+    a = graph_access(e, graph)
+    if isinstance(e, Reduce) and e.op == "sum" and a is not None and not set(e.idx) & set(a.idx):
+        return unwrap(e.body, graph)[0], True
     return e, False
-
-
-def split_act(e) -> tuple:
-    """(activation node or None, body): a layer's activation is its statement's outermost call."""
-    if isinstance(e, Call) and e.fn in ACTS and len(e.args) == 1:
-        return e, e.args[0]
-    return None, e
 
 
 def role(r, t: Transform, ops: dict, tgt: str) -> str | None:
@@ -224,9 +188,10 @@ class LayerPlan:
         self.key = canonical(self.kernel)
 
     def __call__(self, ops: dict, graph):
-        record_layer(self.stmt, self)
-        for d in self.decisions:
-            note(d)
+        if active():
+            record_layer(self.stmt, self)
+            for d in self.decisions:
+                note(d)
         env = dict(ops)
         n_dst = ops[self.adj].shape[0]
         for x, w, at_src, at_tgt in self.products:
@@ -290,15 +255,6 @@ class LayerPlan:
         return part
 
 
-def accesses(e) -> list:
-    if isinstance(e, Access):
-        return [e]
-    if isinstance(e, Pattern):
-        return [e.access]
-    extra = [e.over] if isinstance(e, Softmax) else []
-    return extra + [a for c in children(e) for a in accesses(c)]
-
-
 def row_slice(a: SparseTensor, r0: int, r1: int) -> SparseTensor:
     """Rows ``[r0, r1)`` of a CSR (or non-unique CSR) matrix, sharing its coordinates and values."""
     pos = a.pos[1]
@@ -309,47 +265,24 @@ def row_slice(a: SparseTensor, r0: int, r1: int) -> SparseTensor:
 
 
 # ---------------------------------------------------------------- execution helpers
-def sparse_features(x) -> SparseTensor | None:
-    """X as a SparseTensor when it is one, is torch sparse, or is dense and mostly zeros (sampled,
-    cached per tensor version; never for a tensor autograd records or an inference tensor)."""
-    if isinstance(x, SparseTensor):
-        return x
-    if x.layout != torch.strided:
-        return SparseTensor.from_torch(x)
-    if (x.requires_grad and torch.is_grad_enabled()) or x.is_inference() or x.numel() < SPARSE_MIN_NUMEL:
-        return None
-    return operands.cached((x,), "sparse_features", lambda: _sampled(x))
-
-
-def _sampled(x: torch.Tensor) -> SparseTensor | None:
-    idx = torch.randint(0, x.numel(), (_SAMPLE,), generator=torch.Generator().manual_seed(0))
-    density = float((x.reshape(-1)[idx] != 0).float().mean())
-    return SparseTensor.from_dense(x) if density < SPARSE_FEATURE_DENSITY else None
-
-
-def dense_features(x, dtype: torch.dtype) -> torch.Tensor:
-    """``x`` as a dense tensor of ``dtype`` (a kernel aggregating raw features reads it)."""
-    if isinstance(x, SparseTensor) or x.layout != torch.strided:
-        return x.to_dense().to(dtype)
-    return x.to(dtype)
-
-
 def product(x, w: torch.Tensor, buffer=None) -> torch.Tensor:
     """``x @ w.reshape(-1, F).T`` viewed ``[N, *w.shape[:-1]]``: a torch GEMM into a huge-page buffer
     (``buffer(shape, dtype)`` when given), or an sgnn sparse×dense kernel when X is mostly zeros."""
-    w2 = w.reshape(-1, w.shape[-1])
+    w2 = w if w.dim() == 2 else w.reshape(-1, w.shape[-1])
     xs = sparse_features(x)
     if xs is None:
-        note(lambda: Decision(f"{tuple(x.shape)} x {tuple(w2.shape[::-1])}: torch GEMM into a huge-page buffer",
-                              "dense X: BLAS beats a generated loop; the product is read at random next"))
+        if active():
+            note(Decision(f"X·W {tuple(x.shape)} x {tuple(w2.shape[::-1])}: torch GEMM (BLAS), not a generated "
+                          f"loop", f"X is dense (not below {SPARSE_FEATURE_DENSITY:g} nonzeros, or not sampled)"))
         x = x if x.dtype == w2.dtype else x.to(w2.dtype)
         out = buffer((x.shape[0], w2.shape[0]), w2.dtype) if buffer is not None else None
         if out is None or out.shape != (x.shape[0], w2.shape[0]) or out.dtype != w2.dtype:
             out = memory.empty((x.shape[0], w2.shape[0]), w2.dtype)
         z = torch.mm(x, w2.detach().t(), out=out)
     else:
-        note(lambda: Decision(f"X·W: sparse x dense (generated sgnn loop): X stores {xs.nnz} of "
-                              f"{xs.shape[0] * xs.shape[1]} entries", f"density < {SPARSE_FEATURE_DENSITY}"))
+        if active():
+            note(Decision(f"X·W: sparse x dense, a generated sgnn loop: X stores {xs.nnz} of "
+                          f"{xs.shape[0] * xs.shape[1]} entries", f"density below {SPARSE_FEATURE_DENSITY:g}"))
         if xs.dtype != w2.dtype and xs.values is not None:  # features take the parameters' dtype
             xs = xs.with_values(xs.values.to(w2.dtype))
         z = einsum("ik,kj->ij", xs, operands.transposed(w2))
@@ -377,20 +310,13 @@ def torch_eval(e, env: dict) -> tuple:
         if e.op == "*" and isinstance(e.a, Const) and isinstance(e.b, Reduce) and e.b.op == "sum":
             t, idx = torch_eval(e.b.body, env)  # c * sum over n values, c = 1/n: a mean
             dims = [idx.index(v) for v in e.b.idx]
-            if abs(e.a.value * _count(t, dims) - 1.0) < 1e-12:
+            if abs(e.a.value * math.prod(t.shape[d] for d in dims) - 1.0) < 1e-12:
                 return t.mean(dims), tuple(v for v in idx if v not in e.b.idx)
         (a, ia), (b, ib) = torch_eval(e.a, env), torch_eval(e.b, env)
         order = ia + tuple(v for v in ib if v not in ia)
         a, b = _aligned(a, ia, order), _aligned(b, ib, order)
         return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[e.op], order
     raise InternalError(f"layer planner: no torch rule for {e}")
-
-
-def _count(t: torch.Tensor, dims: list) -> int:
-    n = 1
-    for d in dims:
-        n *= t.shape[d]
-    return n
 
 
 def _aligned(t, idx: tuple, order: tuple):
@@ -405,12 +331,15 @@ def _aligned(t, idx: tuple, order: tuple):
 def build(stmt: Statement, ops: dict) -> LayerPlan:
     """Read the statement, take the decisions, return the plan (memoised by ``run``)."""
     STATS["built"] += 1
-    act, body = split_act(stmt.expr)
+    e = stmt.expr  # a layer's activation is its statement's outermost call
+    act, body = (e, e.args[0]) if isinstance(e, Call) and e.fn in ACTS and len(e.args) == 1 else (None, e)
     terms = terms_of(body)
-    aggs = [t for t in terms if sparse_access(t, ops) is not None]
+    feats = {t.x.name for t in transforms(body, ops) if isinstance(t.x, Access)}
+    graph = {n for n, t in ops.items() if isinstance(t, SparseTensor) and n not in feats}
+    aggs = [t for t in terms if graph_access(t, graph) is not None]
     if len(aggs) != 1:
         raise InternalError(f"layer planner: expected one term reading the graph in {stmt} (got {len(aggs)})")
-    agg, a = aggs[0], sparse_access(aggs[0], ops)
+    agg, a = aggs[0], graph_access(aggs[0], graph)
     rest = [t for t in terms if t is not agg]
     ctx = Ctx(stmt, act, a.idx[0], a.idx[1], a.name)
     top = as_transform(agg, ops)
@@ -418,7 +347,7 @@ def build(stmt: Statement, ops: dict) -> LayerPlan:
         d = Decision("association: (ÂX)W, as written", "the aggregation is not a sum: W does not commute with it")
         feats = [(x.name, None) for x in accesses(top.x) if x.idx[-1] == top.f]
         return _gemm_plan(ctx, top.w, compute((ctx.tgt, top.f), top.x), feats, rest, ops, [d])
-    core, wrapped = unwrap(agg, ops)
+    core, wrapped = unwrap(agg, graph)
     inner = [t for t in transforms(agg, ops) if t.node == ctx.src and isinstance(t.x, Access)]
     if not wrapped and len(inner) == 1 and linear_in(agg, inner[0]) and \
             all(role(r, inner[0], ops, ctx.tgt) for r in rest):
@@ -469,10 +398,6 @@ def substitute(e, ops: dict, ctx: Ctx) -> tuple:
     return replace(e, sub), products
 
 
-def _with_act(ctx: Ctx, e):
-    return e if ctx.act is None else Call(ctx.act.fn, (e,), ctx.act.param)
-
-
 _BUFFERS = Decision("X·W outputs: huge-page buffers (memory.empty)", "the kernel gathers their rows at random: a "
                     "fresh 4 KiB-paged buffer costs a page fault per page and misses the TLB")
 
@@ -481,8 +406,9 @@ def _kernel_plan(ctx: Ctx, body, ops: dict, decisions: list) -> LayerPlan:
     new, products = substitute(body, ops, ctx)
     decisions += [_BUFFERS] if products else []
     decisions.append(Decision("bias and activation: in the kernel's epilogue", "the kernel writes the layer's output"))
-    return LayerPlan(ctx.stmt, "kernel", decisions, compute(ctx.stmt.idx, _with_act(ctx, new)), tgt=ctx.tgt,
-                     src=ctx.src, adj=ctx.adj, products=products, act=ctx.act)
+    new = new if ctx.act is None else Call(ctx.act.fn, (new,), ctx.act.param)
+    return LayerPlan(ctx.stmt, "kernel", decisions, compute(ctx.stmt.idx, new), tgt=ctx.tgt, src=ctx.src, adj=ctx.adj,
+                     products=products, act=ctx.act)
 
 
 def _torch_plan(ctx: Ctx, core, body, ops: dict, decisions: list) -> LayerPlan:
@@ -538,24 +464,12 @@ def _gemm_plan(ctx: Ctx, w: str, kernel: Statement, feats: list, rest: list, ops
 
 
 # ---------------------------------------------------------------- entry point
-class _Local:
-    """The graph hooks of an unpartitioned graph: features cover every source column already."""
-
-    @staticmethod
-    def sources(t):
-        return t
-
-    @staticmethod
-    def source_rows(shape, dtype):
-        return None
-
-
-LOCAL = _Local()
+LOCAL = types.SimpleNamespace(sources=lambda t: t, source_rows=lambda shape, dtype: None)  # an unpartitioned graph
 
 
 def _sig(t):
-    if isinstance(t, torch.Tensor):
-        return (t.dtype, t.shape, t.layout)
+    if isinstance(t, torch.Tensor):  # the plan does not depend on a torch layout (X·W decides at run time)
+        return (t.dtype, t.shape)
     if isinstance(t, SparseTensor):
         return t.derived("layerplan_sig", lambda: (t.format.codes, t.shape, t.index_dtype,
                                                    None if t.values is None else t.values.dtype))
@@ -570,11 +484,6 @@ def run(stmt: Statement, ops: dict, graph=None):
     if plan is None:
         plan = _plans.get_or_build(key, lambda: build(stmt, ops))
     return plan(ops, LOCAL if graph is None else graph)
-
-
-def plans_built() -> int:
-    """How many plans were built so far (a warm call builds none)."""
-    return STATS["built"]
 
 
 def clear() -> None:

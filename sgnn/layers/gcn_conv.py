@@ -106,21 +106,20 @@ class GCNConv(Conv):
         materialize(self.lin, x, nn.init.xavier_uniform_)
         refuse_grad("edge_weight", edge_weight)
         g = self._graph(x, edge_index, edge_weight)
-        d, d_src, e, cnt = norm.gcn(g, self.improved, self.add_self_loops)
         if records(x, self.lin.weight, self.bias) or x.dim() == 3:
             note(lambda: "autograd or a static batch: the differentiable formulation (ops.spmm, derived backward)")
             if g.distributed:
                 raise NotSupported("GCNConv: training on a partitioned graph is not supported yet")
+            d, _, e, cnt = norm.gcn(g, self.improved, self.add_self_loops)
             return differentiable.gcn(self, x, g, d, e, cnt)
         w = self.lin.weight
         ops = {"X": x, "W": w} if self.bias is None else {"X": x, "W": w, "b": self.bias.detach()}
         if self.aggr in ("max", "min"):
             ops["A"] = norm.explicit(g, self.improved, self.add_self_loops, self.normalize, w.dtype)
             return layerplan.run(statement(self.aggr, False, False, False, self.bias is not None, self.act), ops, g)
-        _, r, loop = norm.scales(d, e, cnt, w.dtype, self.normalize, self.aggr == "mean")
-        scale = {"A": norm.values_as(g, w.dtype), "d": d_src.to(w.dtype) if self.normalize else None, "r": r,
-                 "e": loop}
-        ops.update((k, v) for k, v in scale.items() if v is not None)
+        d, r, loop = norm.kernel_scales(g, self.improved, self.add_self_loops, self.normalize, self.aggr == "mean",
+                                        w.dtype)
+        ops.update((k, v) for k, v in (("A", norm.values_as(g, w.dtype)), ("d", d), ("r", r), ("e", loop)) if v is not None)
         stmt = statement("sum", self.normalize, r is not None, loop is not None, self.bias is not None, self.act)
         return layerplan.run(stmt, ops, g)
 

@@ -70,6 +70,15 @@ def gcn(g: Graph, improved: bool, add_self_loops: bool):
     return g.derived(("gcn", improved, add_self_loops), make)
 
 
+def kernel_scales(g: Graph, improved: bool, add_self_loops: bool, normalize: bool, mean: bool, dtype):
+    """(d of every source column or None, r_i or None, e_i or None) as kernel operands (cached)."""
+    def make():
+        d, d_src, e, cnt = gcn(g, improved, add_self_loops)
+        _, r, loop = scales(d, e, cnt, dtype, normalize, mean)
+        return (d_src.to(dtype) if normalize else None), r, loop
+    return g.derived(("gcn-scales", improved, add_self_loops, normalize, mean, dtype), make)
+
+
 def scales(d, e, cnt, dtype, normalize: bool, mean: bool):
     """(inner d_j or None, left r_i or None, loop e_i or None) as kernel operands of ``dtype``."""
     inv_cnt = 1.0 / cnt.clamp(min=1) if mean else None

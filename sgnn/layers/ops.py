@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..engine import SparseTensor, autodiff
-from ..engine.layerplan import sparse_features
+from ..engine.operands import sparse_features
 from ..engine.expr import compute, indices, sum_, tensors
 from ..engine.runtime import evaluate
 from ..errors import NotSupported

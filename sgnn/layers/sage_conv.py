@@ -114,15 +114,16 @@ class SAGEConv(Conv):
     def _planned(self, g, adj, x_src, x_dst) -> torch.Tensor:
         """Inference: the statement planned and run by the engine (act too, unless normalize)."""
         aggr = "sum" if self.aggr == "add" else self.aggr
-        ops = {"A": adj, "X": x_src, "Wl": self.lin_l.weight}
+        lin_l = self.lin_l
+        w, bias = lin_l.weight, lin_l.bias
+        ops = {"A": adj, "X": x_src, "Wl": w}
         if x_dst is not None:
             ops.update(Xd=x_dst, Wr=self.lin_r.weight)
-        if self.lin_l.bias is not None:
-            ops["b"] = self.lin_l.bias.detach()
+        if bias is not None:
+            ops["b"] = bias.detach()
         if aggr == "mean":
-            dtype = self.lin_l.weight.dtype
-            ops["r"] = g.derived(("inv_deg", dtype), lambda: norm.inv(g.in_degree(weighted=False), dtype))
-        stmt = statement(aggr, adj.values is not None, x_dst is not None, self.lin_l.bias is not None,
+            ops["r"] = g.derived(("inv_deg", w.dtype), lambda: norm.inv(g.in_degree(weighted=False), w.dtype))
+        stmt = statement(aggr, adj.values is not None, x_dst is not None, bias is not None,
                          None if self.normalize else self.act)
         return layerplan.run(stmt, ops, g)
 
