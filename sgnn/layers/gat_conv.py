@@ -13,40 +13,31 @@ from ..errors import NotSupported
 from . import edgewise, norm
 from .activation import resolve
 from .conv import Conv, is_lazy, make_linear, materialize, records
-from .graph import Graph
 from .inputs import check_x
 
 AGGRS = ("add", "sum", "mean", "max", "min", "mul")
 
 
 class GATConv(Conv):
-    r"""Graph attention: :math:`x_i' = \sum_{j} \alpha_{ij} \Theta x_j`, with
-    :math:`\alpha_{ij} = \mathrm{softmax}_j(\mathrm{LeakyReLU}(a_s^\top \Theta x_j + a_t^\top \Theta x_i
-    [+ a_e^\top \Theta_e e_{ij}]))`.
+    r"""Graph attention: :math:`x_i' = \sum_{j} \alpha_{ij} \Theta x_j`, :math:`\alpha_{ij} = \mathrm{softmax}_j
+    (\mathrm{LeakyReLU}(a_s^\top \Theta x_j + a_t^\top \Theta x_i [+ a_e^\top \Theta_e e_{ij}]))`.
 
     Same constructor, defaults and ``state_dict`` keys (``lin.weight`` or ``lin_src``/``lin_dst``,
     ``att_src``, ``att_dst``, ``lin_edge``/``att_edge``, ``res``, ``bias``) as PyG's ``GATConv``.
-    The logits, the row-wise softmax over each node's neighbours and the weighted aggregation run
-    in one compiled loop nest per layer: no per-edge message (E×H×C) or attention (E×H) tensor.
-    Under autograd, in ``train()`` mode with attention dropout, with ``return_attention_weights``
-    or with ``aggr`` max/min/mul, the layer runs PyG's edge-wise formulation on torch ops instead
-    (correct gradients and dropout; it stores E×H×C messages).
+    The layer is one statement (``statement``): logits, row softmax and aggregation run in one
+    compiled loop nest, without E×H×C messages. Under autograd, attention dropout in ``train()``,
+    ``return_attention_weights`` or ``aggr`` max/min/mul, PyG's edge-wise formulation runs on
+    torch ops instead (``edgewise.py``: it stores E×H×C messages).
 
-    Args:
+    Args (defaults as PyG's):
         in_channels (int or tuple): input features (``(source, target)`` for bipartite graphs).
-        out_channels (int): channels per head.
-        heads (int): attention heads. (default: :obj:`1`)
-        concat (bool): concatenate heads (else average them). (default: :obj:`True`)
-        negative_slope (float): LeakyReLU slope. (default: :obj:`0.2`)
-        dropout (float): attention dropout, applied in ``train()`` mode. (default: :obj:`0.0`)
-        add_self_loops (bool): replace self loops by one per node. (default: :obj:`True`)
-        edge_dim (int, optional): edge feature size. (default: :obj:`None`)
-        fill_value (float or Tensor or str): edge features of added loops (``"mean"``, ``"add"``,
-            ``"max"``, ``"min"``, ``"mul"`` of the incoming ones, or a constant). (default: :obj:`"mean"`)
-        bias (bool): learn an additive bias. (default: :obj:`True`)
-        residual (bool): add a linear projection of the target features. (default: :obj:`False`)
-        act (str or nn.Module, optional): sgnn extension: an activation applied in the same pass;
-            see :class:`sgnn.layers.GCNConv`. (default: :obj:`None`)
+        out_channels (int): channels per head. heads (int): attention heads (1).
+        concat (bool): concatenate heads, else average them (True). negative_slope (float): 0.2.
+        dropout (float): attention dropout in ``train()`` mode (0). add_self_loops (bool): True.
+        edge_dim (int, optional): edge feature size. fill_value (float, Tensor or str): edge
+            features of added loops ("mean", "add", "max", "min", "mul" of the incoming ones, or
+            a constant; "mean"). bias (bool): True. residual (bool): add a projection of x_dst (False).
+        act (str or nn.Module, optional): sgnn extension, see :class:`sgnn.layers.GCNConv`.
 
     Shapes: x [N, in] or ([N_src, in], [N_dst, in]), edge_index [2, E], edge_attr [E, edge_dim]
     → [N_dst, heads · out] (or [N_dst, out] without concat).
@@ -63,10 +54,9 @@ class GATConv(Conv):
         if self.aggr not in AGGRS:
             raise NotSupported(f"GATConv: aggr={self.aggr!r} is not supported (use one of {AGGRS})")
         self.act = resolve(act)
-        self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
+        self.in_channels, self.out_channels, self.heads, self.residual = in_channels, out_channels, heads, residual
         self.concat, self.negative_slope, self.dropout = concat, float(negative_slope), dropout
         self.add_self_loops, self.edge_dim, self.fill_value = add_self_loops, edge_dim, fill_value
-        self.residual = residual
         hc = heads * out_channels
         self.lin = self.lin_src = self.lin_dst = None
         if isinstance(in_channels, int):
@@ -76,85 +66,68 @@ class GATConv(Conv):
             self.lin_dst = make_linear(in_channels[1], hc, bias=False)
         self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
         self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
-        if edge_dim is not None:
-            self.lin_edge = nn.Linear(edge_dim, hc, bias=False)
-            self.att_edge = nn.Parameter(torch.empty(1, heads, out_channels))
-        else:
-            self.lin_edge = None
-            self.register_parameter("att_edge", None)
+        self.lin_edge = nn.Linear(edge_dim, hc, bias=False) if edge_dim is not None else None
+        self.optional_parameter("att_edge", (1, heads, out_channels) if edge_dim is not None else None)
         total = hc if concat else out_channels
         if residual:
             self.res = make_linear(in_channels if isinstance(in_channels, int) else in_channels[1], total, bias=False)
         else:
             self.register_parameter("res", None)
-        if bias:
-            self.bias = nn.Parameter(torch.empty(total))
-        else:
-            self.register_parameter("bias", None)
+        self.optional_parameter("bias", (total,) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for lin in (self.lin, self.lin_src, self.lin_dst, self.lin_edge, self.res):
-            if lin is not None and not is_lazy(lin):
-                nn.init.xavier_uniform_(lin.weight)
-        for att in (self.att_src, self.att_dst, self.att_edge):
-            if att is not None:
-                nn.init.xavier_uniform_(att)
+        mods = [m for m in (self.lin, self.lin_src, self.lin_dst, self.lin_edge, self.res) if m is not None]
+        for p in [m.weight for m in mods if not is_lazy(m)] + [a for a in (self.att_src, self.att_dst, self.att_edge)
+                                                              if a is not None]:
+            nn.init.xavier_uniform_(p)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def _out_shape(self, x: torch.Tensor, n_dst: int) -> tuple[int, ...]:
         return (n_dst, self.heads * self.out_channels if self.concat else self.out_channels)
 
-    def forward(self, x, edge_index, edge_attr: torch.Tensor | None = None, size=None,
-                return_attention_weights=None):
+    def forward(self, x, edge_index, edge_attr: torch.Tensor | None = None, size=None, return_attention_weights=None):
         x_src, x_dst = (x, x) if not isinstance(x, (tuple, list)) else x
-        check_x(x_src)
-        if x_dst is not None:
-            check_x(x_dst, "x_dst")
-        lin_s = self.lin if self.lin is not None else self.lin_src
-        lin_d = self.lin if self.lin is not None else self.lin_dst
-        materialize(lin_s, x_src, nn.init.xavier_uniform_)
-        for m in (lin_d, self.res) if x_dst is not None else ():
-            if m is not None:
-                materialize(m, x_dst, nn.init.xavier_uniform_)
+        for t, name in ((x_src, "x"), (x_dst, "x_dst")):
+            if t is not None:
+                check_x(t, name)
+        lin_s, lin_d = (self.lin, self.lin) if self.lin is not None else (self.lin_src, self.lin_dst)
+        for m, t in ((lin_s, x_src), (lin_d, x_dst), (self.res, x_dst)):
+            if m is not None and t is not None:
+                materialize(m, t, nn.init.xavier_uniform_)
         n_dst = size[1] if size is not None else (x_dst.shape[0] if x_dst is not None else None)
         g = self.graph(edge_index, x_src.shape[0], n_dst, self_loops=self.add_self_loops)
         edge_attr = edge_attr if self.lin_edge is not None else None
         if return_attention_weights or (self.training and self.dropout > 0) or self.aggr in ("max", "min", "mul") \
                 or records(x_src, x_dst, edge_attr, *self.parameters()):
-            note(lambda: "edge-wise torch formulation (autograd, attention dropout, attention weights or "
-                 f"aggr={self.aggr!r}): E×H×C messages")
+            note("edge-wise torch formulation (autograd, dropout, attention weights, aggr max/min/mul): E×H×C messages")
             out, alpha = edgewise.forward(self, g, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index)
             return (out, edgewise.attention(self, g, alpha)) if return_attention_weights else out
         return self._planned(g, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index)
 
-    def _planned(self, g: Graph, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index) -> torch.Tensor:
+    def _planned(self, g, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index) -> torch.Tensor:
         """Inference: the statement planned and run by the engine (logits as ``x·(Θ·att)``)."""
         H, C = self.heads, self.out_channels
         w = lin_s.weight
         ops = {"X": x_src, "W": w.view(H, C, -1), "Ms": edgewise.folded(w, self.att_src, H, C)}
         if x_dst is not None:
             ops.update(Xd=x_dst, Md=edgewise.folded(lin_d.weight, self.att_dst, H, C))
-        if edge_attr is not None:
-            ops["ae"] = edgewise.edge_tensor(g, edgewise.edge_logits(self, g, edge_attr, edge_index, detach=True))
-        else:
-            ops["A"] = norm.pattern(g)
-        res = self.res is not None and x_dst is not None
-        if res:
+        ops.update({"ae": edgewise.edge_tensor(g, edgewise.edge_logits(self, g, edge_attr, edge_index, True))}
+                   if edge_attr is not None else {"A": norm.pattern(g)})
+        if self.res is not None and x_dst is not None:
             ops["Wres"] = self.res.weight.view(H, C, -1) if self.concat else self.res.weight
         if self.bias is not None:
             ops["b"] = self.bias.detach().view(H, C) if self.concat else self.bias.detach()
         if self.aggr == "mean":
             ops["r"] = norm.inv_count(g, w.dtype)
-        stmt = statement(H, self.concat, x_dst is not None, edge_attr is not None, res, self.bias is not None,
-                         self.aggr == "mean", self.negative_slope, self.act)
-        out = layerplan.run(stmt, ops, g)
-        return out.view(-1, H * C) if self.concat else out
+        stmt = statement(H, self.concat, x_dst is not None, edge_attr is not None, "Wres" in ops, "b" in ops,
+                         "r" in ops, self.negative_slope, self.act)
+        return layerplan.run(stmt, ops, g).view(-1, H * C if self.concat else C)
 
     def __repr__(self) -> str:
         act = "" if self.act is None else f", act={self.act}"
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}{act})"
+        return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}{act})"
 
 
 i, j, h, c, f = indices("i j h c f")
@@ -164,19 +137,14 @@ A, X, W, Ms, Xd, Md, ae, Wres, b, r = tensors("A X W Ms Xd Md ae Wres b r")
 @functools.lru_cache(maxsize=None)
 def statement(heads: int, concat: bool, dst: bool, edge: bool, res: bool, bias: bool, mean: bool, slope: float,
               act) -> Statement:
-    """``act(Σ_j softmax_j(leaky_relu((X_d M_d)_ih + (X M_s)_jh (+ ae_ijh))) (XW)_jhc + res + b)``,
-    ``M = Σ_c Θ att`` the folded logit weights; without ``concat`` the heads are averaged."""
+    """``act(Σ_j softmax_j(lrelu((X_d M_d)_ih + (X M_s)_jh (+ ae_ijh))) (XW)_jhc + res + b)``, M = Σ_c Θ att."""
     score = sum_(f, X[j, f] * Ms[h, f])
     score = sum_(f, Xd[i, f] * Md[h, f]) + score if dst else score
     score = score + ae[i, j, h] if edge else score
     out = sum_(j, softmax(j, leaky_relu(score, slope), over=ae[i, j, h] if edge else A[i, j]) *
                sum_(f, X[j, f] * W[h, c, f]))
     out = r[i] * out if mean else out
-    if concat:
-        out = out + sum_(f, Xd[i, f] * Wres[h, c, f]) if res else out
-        out = out + b[h, c] if bias else out
-        return compute((i, h, c), out if act is None else act.expr(out))
-    out = Const(1.0 / heads) * sum_(h, out)
-    out = out + sum_(f, Xd[i, f] * Wres[c, f]) if res else out
-    out = out + b[c] if bias else out
-    return compute((i, c), out if act is None else act.expr(out))
+    out, idx = (out, (h, c)) if concat else (Const(1.0 / heads) * sum_(h, out), (c,))  # heads averaged
+    out = out + sum_(f, Xd[i, f] * Wres[(*idx, f)]) if res else out
+    out = out + b[idx] if bias else out
+    return compute((i, *idx), out if act is None else act.expr(out))

@@ -27,8 +27,9 @@ class GCNConv(Conv):
     ``GCNConv``, including ``MessagePassing``'s options (``aggr`` = add/sum, mean, max or min,
     ``flow``, ``node_dim``). The normalisation is folded into the kernel as degree vectors; the
     layer is one statement (``statement``) that the engine's layer planner orders ``Â(XW)`` or
-    ``(ÂX)W``, whichever moves fewer values through the sparse product. Self loops follow PyG's rule per input: an ``edge_index``'s loops are replaced by one
-    per node; a sparse ``adj_t``'s diagonal gets the loop weight added. Under autograd, forward and
+    ``(ÂX)W``, whichever moves fewer values through the sparse product. Self loops follow PyG's
+    rule per input: an ``edge_index``'s loops are replaced by one per node; a sparse ``adj_t``'s
+    diagonal gets the loop weight added. Under autograd, forward and
     backward of the aggregation run through sgnn kernels (``Âᵀ G`` for the gradient).
 
     Args:
@@ -106,7 +107,7 @@ class GCNConv(Conv):
         materialize(self.lin, x, nn.init.xavier_uniform_)
         refuse_grad("edge_weight", edge_weight)
         g = self._graph(x, edge_index, edge_weight)
-        if records(x, self.lin.weight, self.bias) or x.dim() == 3:
+        if records(x, self.lin.weight, self.bias) or x.ndim == 3:
             note(lambda: "autograd or a static batch: the differentiable formulation (ops.spmm, derived backward)")
             if g.distributed:
                 raise NotSupported("GCNConv: training on a partitioned graph is not supported yet")
@@ -119,7 +120,8 @@ class GCNConv(Conv):
             return layerplan.run(statement(self.aggr, False, False, False, self.bias is not None, self.act), ops, g)
         d, r, loop = norm.kernel_scales(g, self.improved, self.add_self_loops, self.normalize, self.aggr == "mean",
                                         w.dtype)
-        ops.update((k, v) for k, v in (("A", norm.values_as(g, w.dtype)), ("d", d), ("r", r), ("e", loop)) if v is not None)
+        ops.update((k, v) for k, v in (("A", norm.values_as(g, w.dtype)), ("d", d), ("r", r), ("e", loop))
+                   if v is not None)
         stmt = statement("sum", self.normalize, r is not None, loop is not None, self.bias is not None, self.act)
         return layerplan.run(stmt, ops, g)
 

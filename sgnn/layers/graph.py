@@ -242,14 +242,18 @@ def graph_of(edge_index, num_src: int, num_dst: int | None, edge_weight: torch.T
                             lambda: _graph_from_sparse(SparseTensor.from_torch(edge_index)), by_content=True)
         g = _check_size(g, num_src, num_dst)
         return g.with_self_loops() if self_loops else g
+    return _edge_index_graph(edge_index, num_src, num_src if num_dst is None else num_dst, edge_weight,
+                             flow == "target_to_source", self_loops)
+
+
+def _edge_index_graph(edge_index, num_src: int, num_dst: int, edge_weight, flip: bool, self_loops: bool) -> Graph:
+    """The cached graph of an ``edge_index`` [2, E] (with PyG GATConv's self loops when ``self_loops``)."""
     _check_edge_index(edge_index)
-    num_dst = num_src if num_dst is None else num_dst
     if edge_weight is not None:
         if not isinstance(edge_weight, torch.Tensor) or edge_weight.dim() != 1 or \
                 edge_weight.numel() != edge_index.size(1):
             raise UserError(f"Expected 'edge_weight' of shape [{edge_index.size(1)}] "
                             f"(got {list(getattr(edge_weight, 'shape', []))})")
-    flip = flow == "target_to_source"
     key = ("graph", num_src, num_dst, None if edge_weight is None else id(edge_weight), flip)
     deps = (edge_index,) if edge_weight is None else (edge_index, edge_weight)
 

@@ -90,7 +90,7 @@ class SAGEConv(Conv):
         root = x_dst if self.root_weight else None
         self._materialize(x_src, root)
         grad = records(x_src, x_dst, *self.parameters())
-        if self._native() and x_src.dim() == 2 and not grad:
+        if self._native() and x_src.ndim == 2 and not grad:
             out = self._planned(g, adj, x_src, root)
             if not self.normalize:
                 return out
