@@ -398,7 +398,7 @@ def substitute(e, ops: dict, ctx: Ctx) -> tuple:
     return replace(e, sub), products
 
 
-_BUFFERS = Decision("X·W outputs: huge-page buffers (memory.empty)", "the kernel gathers their rows at random: a "
+_BUFFERS = Decision("buffers: X·W outputs on huge pages (memory.empty)", "the kernel gathers their rows at random: a "
                     "fresh 4 KiB-paged buffer costs a page fault per page and misses the TLB")
 
 
