@@ -31,10 +31,10 @@ import torch
 
 from . import memory, operands
 from .operands import SPARSE_FEATURE_DENSITY, dense_features, sparse_features
-from .api import einsum
 from .caches import LRU
 from .explain import active, note, record, record_layer
-from .expr import Access, BinOp, Call, Const, Expr, Reduce, Softmax, Statement, accesses, children, compute
+from .expr import (Access, BinOp, Call, Const, Expr, Reduce, Softmax, Statement, accesses, children, compute,
+                   indices, sum_, tensors)
 from .runtime import evaluate
 from .schedule import Decision
 from .tensor import SparseTensor
@@ -47,20 +47,17 @@ _plans = LRU(256)
 _canon = LRU(1024)  # structure -> the first equal Statement seen (its id is the fast key)
 _by_id = LRU(1024)  # id(stmt) -> (stmt, canonical)
 STATS = {"built": 0}  # plans built (a warm call builds none)
+_n, _f, _k = indices("n f k")
+_X, _Wt = tensors("X Wt")
+SPARSE_XW = compute((_n, _k), sum_(_f, _X[_n, _f] * _Wt[_f, _k]))  # X·W with X sparse: a generated loop
 
 
 class _Key:
-    """A Statement as a memo key by identity (holds it: the id is not reused while the key lives)."""
-    __slots__ = ("stmt", "_h")
+    """A Statement's memo key: hashed and compared by identity (C-level), it holds the statement."""
+    __slots__ = ("stmt",)
 
     def __init__(self, stmt):
-        self.stmt, self._h = stmt, id(stmt)
-
-    def __hash__(self):
-        return self._h
-
-    def __eq__(self, o):
-        return isinstance(o, _Key) and o.stmt is self.stmt
+        self.stmt = stmt
 
 
 def canonical(stmt: Statement) -> _Key:
@@ -71,6 +68,9 @@ def canonical(stmt: Statement) -> _Key:
     key = _canon.get(stmt) or _canon.put(stmt, _Key(stmt))
     _by_id.put(id(stmt), (stmt, key))
     return key
+
+
+_SPARSE_KEY = canonical(SPARSE_XW)
 
 
 # ---------------------------------------------------------------- reading a statement
@@ -212,7 +212,8 @@ class LayerPlan:
 
     def _kernel(self, env: dict):
         env = {n: env[n] for n in self.kernel.inputs}
-        record(self.kernel, env, self.key)
+        if active():
+            record(self.kernel, env, self.key)
         return evaluate(self.kernel, env, memo_key=self.key)
 
     def _gemm(self, ops: dict, env: dict, graph, n: int):
@@ -285,7 +286,10 @@ def product(x, w: torch.Tensor, buffer=None) -> torch.Tensor:
                           f"{xs.shape[0] * xs.shape[1]} entries", f"density below {SPARSE_FEATURE_DENSITY:g}"))
         if xs.dtype != w2.dtype and xs.values is not None:  # features take the parameters' dtype
             xs = xs.with_values(xs.values.to(w2.dtype))
-        z = einsum("ik,kj->ij", xs, operands.transposed(w2))
+        ops = {"X": xs, "Wt": operands.transposed(w2)}
+        if active():
+            record(SPARSE_XW, ops, _SPARSE_KEY)
+        z = evaluate(SPARSE_XW, ops, memo_key=_SPARSE_KEY)
     return z.view(z.shape[0], *w.shape[:-1]) if w.dim() > 2 else z
 
 

@@ -118,7 +118,7 @@ class SAGEConv(Conv):
         w, bias = lin_l.weight, lin_l.bias
         ops = {"A": adj, "X": x_src, "Wl": w}
         if x_dst is not None:
-            ops.update(Xd=x_dst, Wr=self.lin_r.weight)
+            ops["Xd"], ops["Wr"] = x_dst, self.lin_r.weight
         if bias is not None:
             ops["b"] = bias.detach()
         if aggr == "mean":
@@ -140,11 +140,12 @@ A, X, Wl, Xd, Wr, b, r = tensors("A X Wl Xd Wr b r")
 def statement(aggr: str, weighted: bool, root: bool, bias: bool, act) -> Statement:
     """``act(r_i Σ_j A_ij (X W_l)_jk + (X_d W_r)_ik + b_k)`` (mean: ``r = 1/deg``); max/min aggregate
     raw features: ``act(Σ_f (max_j A_ij X_jf) W_l,kf + b_k + (X_d W_r)_ik)``."""
-    a, xr = (A[i, j] if weighted else pattern(A[i, j])), [sum_(f, Xd[i, f] * Wr[k, f])] if root else []
+    xr = [sum_(f, Xd[i, f] * Wr[k, f])] if root else []
     if aggr in ("max", "min"):  # the written order (ÂX)W: max and min do not commute with W
+        a = A[i, j] if weighted else pattern(A[i, j])  # a sum reads a pattern-only A as ones anyway
         terms = [sum_(f, (max_ if aggr == "max" else min_)(j, a * X[j, f]) * Wl[k, f])] + ([b[k]] if bias else []) + xr
     else:
-        agg = sum_(j, a * sum_(f, X[j, f] * Wl[k, f]))
+        agg = sum_(j, A[i, j] * sum_(f, X[j, f] * Wl[k, f]))
         terms = [r[i] * agg if aggr == "mean" else agg] + xr + ([b[k]] if bias else [])
     out = sum(terms[1:], terms[0])
     return compute((i, k), out if act is None else act.expr(out))
