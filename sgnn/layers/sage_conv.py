@@ -114,8 +114,7 @@ class SAGEConv(Conv):
     def _planned(self, g, adj, x_src, x_dst) -> torch.Tensor:
         """Inference: the statement planned and run by the engine (act too, unless normalize)."""
         aggr = "sum" if self.aggr == "add" else self.aggr
-        lin_l = self.lin_l
-        w, bias = lin_l.weight, lin_l.bias
+        w, bias = self.lin_l.weight, self.lin_l.bias
         ops = {"A": adj, "X": x_src, "Wl": w}
         if x_dst is not None:
             ops["Xd"], ops["Wr"] = x_dst, self.lin_r.weight
