@@ -21,8 +21,9 @@ from .graph import Graph, plain_edge_index
 def folded(w: torch.Tensor, att: torch.Tensor, heads: int, channels: int) -> torch.Tensor:
     """``M = Σ_c Θ[h, c] att[h, c]`` [H, in]: ``x Mᵀ`` are the logits ``(x Θᵀ · att).sum(-1)``
     in one thin GEMM (cached per weight and attention version, ``engine.operands``)."""
-    def make():
-        return (w.detach().view(heads, channels, -1) * att.detach().view(heads, channels, 1)).sum(1)
+    def make():  # a normal tensor even under inference mode: its transpose is cached too
+        with torch.inference_mode(False):
+            return (w.detach().view(heads, channels, -1) * att.detach().view(heads, channels, 1)).sum(1)
     return operands.cached((att, w), "folded", make)
 
 
