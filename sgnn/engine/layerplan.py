@@ -274,7 +274,8 @@ def product(x, w: torch.Tensor, buffer=None) -> torch.Tensor:
     if xs is None:
         if active():
             note(Decision(f"X·W {tuple(x.shape)} x {tuple(w2.shape[::-1])}: torch GEMM (BLAS), not a generated "
-                          f"loop", f"X is dense (not below {SPARSE_FEATURE_DENSITY:g} nonzeros, or not sampled)"))
+                          f"loop", f"X is not sparse: sampled density >= {SPARSE_FEATURE_DENSITY:g}, or not sampled "
+                          f"(small, an inference tensor, or under autograd)"))
         x = x if x.dtype == w2.dtype else x.to(w2.dtype)
         out = buffer((x.shape[0], w2.shape[0]), w2.dtype) if buffer is not None else None
         if out is None or out.shape != (x.shape[0], w2.shape[0]) or out.dtype != w2.dtype:
