@@ -17,7 +17,7 @@ from torch_geometric import EdgeIndex
 from layer_helpers import adj_t, assert_close, features, make_graph, randomize_zero_parameters, rel_error
 from sgnn.errors import NotSupported, UserError
 from sgnn.layers import GATConv, GCNConv, SAGEConv, from_pyg
-from sgnn.layers import graph as graph_mod
+from sgnn.engine import operands
 
 STAR = torch.tensor([[0, 0, 0, 1, 2, 3], [1, 2, 3, 0, 0, 0]])
 
@@ -262,14 +262,14 @@ def test_from_pyg_carries_flow_and_aggr():
 def test_graph_cache_entries_die_with_their_graph():
     conv = GCNConv(8, 4)
     x = features(30, 8)
-    before = len(graph_mod._cache._d)
+    before = len(operands._tables)
     for seed in range(200):
         ei = torch.randint(0, 30, (2, 60), generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             conv(x, ei)
         del ei
     gc.collect()
-    assert len(graph_mod._cache._d) <= before + 1
+    assert len(operands._tables) <= before + 1
 
 
 # ------------------------------------------------------------------ heterogeneous graphs

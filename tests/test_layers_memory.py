@@ -77,7 +77,7 @@ def test_too_big_fails_before_allocating():
 def test_no_leak_over_2000_distinct_graphs():
     """Graphs die with their edge_index: RSS and every cache stay flat over 2,000 distinct graphs."""
     out = run("""
-        from sgnn.layers import graph as graph_mod
+        from sgnn.engine import operands
         convs = [GCNConv(16, 8), SAGEConv(16, 8), GATConv(16, 4, heads=2)]
         x = torch.randn(3000, 16)
         def batch(seed0, count):
@@ -88,9 +88,9 @@ def test_no_leak_over_2000_distinct_graphs():
                     for c in convs:
                         c(x, e)
         batch(0, 200)
-        gc.collect(); rss0 = status('VmRSS:'); cache0 = len(graph_mod._cache._d)
+        gc.collect(); rss0 = status('VmRSS:'); cache0 = len(operands._tables)
         batch(200, 1800)
-        gc.collect(); rss1 = status('VmRSS:'); cache1 = len(graph_mod._cache._d)
+        gc.collect(); rss1 = status('VmRSS:'); cache1 = len(operands._tables)
         print((rss1 - rss0) // 2**20, cache0, cache1)
         assert cache1 <= cache0 + 1, (cache0, cache1)
         assert rss1 - rss0 < 64 * 2**20, (rss1 - rss0)
@@ -101,9 +101,10 @@ def test_no_leak_over_2000_distinct_graphs():
 
 @pytest.mark.parametrize("layer", ["gcn", "sage", "sage_bipartite"])
 def test_row_blocked_aggregation_matches(layer, monkeypatch):
-    """The row-blocked (ÂX)W path (taken above MIN_BYTES) gives the one-pass result."""
+    """The row-blocked (ÂX)W path (taken above BLOCK_MIN_BYTES) gives the one-pass result."""
     import torch
-    from sgnn.layers import GCNConv, SAGEConv, blocked
+    from sgnn.engine import layerplan
+    from sgnn.layers import GCNConv, SAGEConv
     g = torch.Generator().manual_seed(0)
     n, e = 5000, 40000
     ei = torch.randint(0, n, (2, e), generator=g)
@@ -112,7 +113,11 @@ def test_row_blocked_aggregation_matches(layer, monkeypatch):
     args = (x, ei) if layer != "sage_bipartite" else ((x, torch.randn(n, 16, generator=g)), ei)
     with torch.no_grad():
         ref = conv(*args)
-        monkeypatch.setattr(blocked, "MIN_BYTES", 0)
-        monkeypatch.setattr(blocked, "BLOCK_BYTES", 16 * 4 * 1500)  # 4 blocks, the last one short
-        out = conv(*args)
+        monkeypatch.setattr(layerplan, "BLOCK_MIN_BYTES", 0)
+        monkeypatch.setattr(layerplan, "BLOCK_BYTES", 16 * 4 * 1500)  # 4 blocks, the last one short
+        layerplan.clear()  # plans are memoised: the thresholds are read when a plan is made
+        try:
+            out = conv(*args)
+        finally:
+            layerplan.clear()
     assert torch.allclose(out, ref, atol=1e-5)

@@ -68,11 +68,13 @@ def explain_call(module, *args, **kwargs) -> CallExplanation:
     """Run ``module(*args, **kwargs)`` under inference mode, recording its decisions and kernels."""
     with recording() as calls, torch.inference_mode():
         module(*args, **kwargs)
-    kernels, decisions = [], []
+    kernels, decisions, statements = [], [], []
     for kind, what, ops, key in calls:
         if kind == "decision":
             decisions.append(what)
+        elif kind == "layer":
+            statements.append((what, ops.shape))
         else:
             ops = {n: as_operand(t, n) for n, t in ops.items()}
             kernels.append(explain_plan(plan_for(what, ops, key), ops))
-    return CallExplanation(repr(module), decisions, kernels)
+    return CallExplanation(repr(module), decisions, kernels, statements)

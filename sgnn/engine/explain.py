@@ -65,11 +65,23 @@ def explain_plan(plan, ops: dict) -> Explanation:
 _recorder: contextvars.ContextVar[list | None] = contextvars.ContextVar("sgnn_explain", default=None)
 
 
+def active() -> bool:
+    """True while ``recording()`` (callers skip building what only an explanation reads)."""
+    return _recorder.get() is not None
+
+
 def record(stmt, ops: dict, memo_key=None) -> None:
     """Remember an evaluation while ``recording()`` (a layer's kernels call this; else a no-op)."""
     calls = _recorder.get()
     if calls is not None:
         calls.append(("kernel", stmt, dict(ops), memo_key))
+
+
+def record_layer(stmt, plan) -> None:
+    """Remember the whole statement of a layer call and its plan while recording."""
+    calls = _recorder.get()
+    if calls is not None:
+        calls.append(("layer", stmt, plan, None))
 
 
 def note(text) -> None:
@@ -92,15 +104,18 @@ def recording():
 
 @dataclass
 class CallExplanation:
-    """The plan of one layer call: its decisions and one ``Explanation`` per kernel it ran."""
+    """The plan of one layer call: its whole statements (and plan shapes), its decisions (each a
+    ``schedule.Decision``: what and why) and one ``Explanation`` per kernel it ran, in order."""
 
     layer: str
     decisions: list
     kernels: list
+    statements: list = field(default_factory=list)  # (whole layer statement, plan shape)
 
     def __str__(self) -> str:
         dec = "\n".join(f"  - {d}" for d in self.decisions) or "  (none)"
-        parts = [f"#### {self.layer}\n== layer decisions\n{dec}"]
+        stm = "\n".join(f"  {s}\n    planned as: {shape}" for s, shape in self.statements) or "  (none)"
+        parts = [f"#### {self.layer}\n== layer statement\n{stm}\n== layer decisions\n{dec}"]
         for n, k in enumerate(self.kernels, 1):
             parts.append(f"#### kernel {n} of {len(self.kernels)}\n{k}")
         return "\n".join(parts)

@@ -60,6 +60,10 @@ class Conv(nn.Module):
         """The output shape of a call on dense ``x`` with ``n_dst`` targets (for fake tensors)."""
         return tuple(x.shape[:-2]) + (n_dst, self.out_channels)
 
+    def optional_parameter(self, name: str, shape) -> None:
+        """A parameter of ``shape`` (uninitialised), or a registered ``None`` (PyG's absent parameter)."""
+        self.register_parameter(name, None if shape is None else nn.Parameter(torch.empty(shape)))
+
     def graph(self, edge_index, n_src: int, n_dst: int, edge_weight=None, self_loops: bool = False) -> Graph:
         """The cached graph of this call's adjacency, read with this conv's ``flow`` (with GATConv's
         self loops when ``self_loops``)."""
@@ -136,14 +140,3 @@ def refuse_grad(what: str, *ts) -> None:
     if records(*ts):
         raise NotSupported(f"gradients w.r.t. {what} are not supported yet; detach it "
                            f"(or run under torch.no_grad())")
-
-
-def fold_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """[B, N, F] (a static graph's batch) as [N, B·F] for one aggregation pass; returns (x, B)."""
-    b, n, f = x.shape
-    return x.transpose(0, 1).reshape(n, b * f), b
-
-
-def unfold_batch(y: torch.Tensor, b: int) -> torch.Tensor:
-    n = y.shape[0]
-    return y.reshape(n, b, -1).transpose(0, 1)

@@ -17,12 +17,9 @@ import weakref
 
 import torch
 
-from ..engine import SparseTensor, memory
+from ..engine import SparseTensor, memory, operands
 from ..engine.formats import CSR, Format
 from ..errors import UserError
-from ._common import TensorCache
-
-_cache = TensorCache()
 
 
 SMALL = 1 << 22  # graphs up to this many stored edges keep their E-sized int64 index arrays cached
@@ -241,26 +238,30 @@ def graph_of(edge_index, num_src: int, num_dst: int | None, edge_weight: torch.T
         raise UserError(f"Expected 'edge_index' to be a Tensor, an sgnn.SparseTensor or a torch sparse "
                         f"tensor (got {name})")
     if edge_index.layout != torch.strided:
-        key = (edge_index.layout,)
-        g = _cached(edge_index, key, lambda: _graph_from_sparse(SparseTensor.from_torch(edge_index)))
+        g = operands.cached((edge_index,), ("graph", edge_index.layout),
+                            lambda: _graph_from_sparse(SparseTensor.from_torch(edge_index)), by_content=True)
         g = _check_size(g, num_src, num_dst)
         return g.with_self_loops() if self_loops else g
+    return _edge_index_graph(edge_index, num_src, num_src if num_dst is None else num_dst, edge_weight,
+                             flow == "target_to_source", self_loops)
+
+
+def _edge_index_graph(edge_index, num_src: int, num_dst: int, edge_weight, flip: bool, self_loops: bool) -> Graph:
+    """The cached graph of an ``edge_index`` [2, E] (with PyG GATConv's self loops when ``self_loops``)."""
     _check_edge_index(edge_index)
-    num_dst = num_src if num_dst is None else num_dst
     if edge_weight is not None:
         if not isinstance(edge_weight, torch.Tensor) or edge_weight.dim() != 1 or \
                 edge_weight.numel() != edge_index.size(1):
             raise UserError(f"Expected 'edge_weight' of shape [{edge_index.size(1)}] "
                             f"(got {list(getattr(edge_weight, 'shape', []))})")
-    wkey = None if edge_weight is None else _weight_key(edge_weight)
-    flip = flow == "target_to_source"
-    key = ("ei", num_src, num_dst, wkey, flip)
+    key = ("graph", num_src, num_dst, None if edge_weight is None else id(edge_weight), flip)
+    deps = (edge_index,) if edge_weight is None else (edge_index, edge_weight)
 
     def plain():
         return _graph_from_edge_index(edge_index, num_src, num_dst, edge_weight, flip)
     if not self_loops:
-        return _cached(edge_index, key, plain)
-    known = _peek(edge_index, key)
+        return operands.cached(deps, key, plain, by_content=True)
+    known = operands.peek(edge_index, key)
     if known is not None:  # other layers keep the plain graph anyway: derive from it
         return known.with_self_loops()
     ref = weakref.ref(edge_index)
@@ -270,7 +271,7 @@ def graph_of(edge_index, num_src: int, num_dst: int | None, edge_weight: torch.T
         if e is None:
             raise UserError("the edge_index this graph was built from no longer exists")
         return _graph_from_edge_index(e, num_src, num_dst, None, flip)
-    return _cached(edge_index, key + ("loops",), lambda: plain().with_self_loops(rebuild))
+    return operands.cached(deps, key + ("loops",), lambda: plain().with_self_loops(rebuild), by_content=True)
 
 
 def _check_size(g: Graph, num_src: int, num_dst: int | None) -> Graph:
@@ -278,73 +279,6 @@ def _check_size(g: Graph, num_src: int, num_dst: int | None) -> Graph:
         raise UserError(f"Expected a sparse adjacency adj_t of shape [{num_dst}, {num_src}] "
                         f"([targets, sources]; got {list(g.adj.shape)})")
     return g
-
-
-def _weight_key(w: torch.Tensor):
-    """Identity of an edge-weight tensor (its content when it is an inference tensor)."""
-    if w.is_inference():
-        return ("content", w.dtype, tuple(w.shape), hash(w.numpy().tobytes()) if w.numel() < 1 << 22 else id(w))
-    return (id(w), w._version, w.data_ptr(), w.dtype)
-
-
-def _storage_ptr(t: torch.Tensor):
-    """Where a tensor's data lives (sparse tensors: their index and value arrays)."""
-    if t.layout == torch.strided:
-        return t.data_ptr()
-    if t.layout == torch.sparse_coo:
-        return (t._indices().data_ptr(), t._values().data_ptr())
-    if t.layout == torch.sparse_csr:
-        return (t.crow_indices().data_ptr(), t.col_indices().data_ptr(), t.values().data_ptr())
-    if t.layout == torch.sparse_csc:
-        return (t.ccol_indices().data_ptr(), t.row_indices().data_ptr(), t.values().data_ptr())
-    return id(t)
-
-
-def _cached(t: torch.Tensor, key, make) -> Graph:
-    """The graph built from ``t`` (and ``key``), rebuilt when ``t`` changed since.
-
-    A normal tensor is compared by its version counter (bumped by every in-place edit); an
-    inference tensor has none, so its content is compared (``_content``)."""
-    inference = t.is_inference()
-    full = (None if inference else t._version, _storage_ptr(t), tuple(t.shape), t.dtype, *key)
-    entries = _cache.get(t)
-    if entries is None:
-        entries = {}
-        _cache.set(t, entries)
-    hit = entries.get(full)
-    if hit is not None and (not inference or _same_content(hit[1], t)):
-        return hit[0]
-    if len(entries) > 8:
-        entries.clear()
-    g = make()
-    entries[full] = (g, _content(t) if inference else None)
-    return g
-
-
-def _peek(t: torch.Tensor, key) -> Graph | None:
-    """The graph cached for ``t`` under ``key``, if it is there and current (no build)."""
-    entries = _cache.get(t)
-    if not entries or t.is_inference():
-        return None
-    hit = entries.get((t._version, _storage_ptr(t), tuple(t.shape), t.dtype, *key))
-    return None if hit is None else hit[0]
-
-
-def _content(t: torch.Tensor):
-    """What an inference tensor is compared by: a copy when small, else a fingerprint of 2^16
-    evenly spaced entries plus its sum (an edit that keeps both is not seen: edit through a
-    normal tensor, or pass a new one)."""
-    if t.numel() <= SMALL:
-        return t.clone()
-    flat = t.reshape(-1)
-    step = max(1, flat.numel() // (1 << 16))
-    return ("fingerprint", flat[::step].clone(), int(flat.sum()) if not t.is_floating_point() else float(flat.sum()))
-
-
-def _same_content(kept, t: torch.Tensor) -> bool:
-    if isinstance(kept, torch.Tensor):
-        return torch.equal(kept, t)
-    return _content(t)[2] == kept[2] and torch.equal(_content(t)[1], kept[1])
 
 
 def plain_edge_index(ei: torch.Tensor) -> torch.Tensor:

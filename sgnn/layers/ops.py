@@ -12,11 +12,10 @@ from __future__ import annotations
 import torch
 
 from ..engine import SparseTensor, autodiff
+from ..engine.operands import sparse_features
 from ..engine.expr import compute, indices, sum_, tensors
 from ..engine.runtime import evaluate
 from ..errors import NotSupported
-from ._common import _as_sparse_features
-from .graph import Graph
 
 
 _i, _j, _k = indices("i j k")
@@ -38,10 +37,6 @@ def spmm(adj: SparseTensor, z: torch.Tensor) -> torch.Tensor:
     ops = {"A": adj, "Z": z.contiguous()}
     return autodiff.evaluate(SPMM, ops, _run) if autodiff.needs_grad(ops) else _run(SPMM, ops)
 
-
-def rows_cols(g: Graph) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target, source) of every stored edge, int64, in CSR order."""
-    return g.rows(), g.cols()
 
 
 def scatter(msg: torch.Tensor, rows: torch.Tensor, n: int, reduce: str) -> torch.Tensor:
@@ -75,7 +70,7 @@ def linear(x, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.T
     mostly zeros and needs no gradient) through ``spmm``: ``Xᵀ G`` then gives the weight's gradient."""
     sparse = x if isinstance(x, SparseTensor) else \
         SparseTensor.from_torch(x.detach()) if x.layout != torch.strided else \
-        _as_sparse_features(x) if x.dim() == 2 and not x.requires_grad else None  # e.g. bag-of-words
+        sparse_features(x) if x.dim() == 2 and not x.requires_grad else None  # e.g. bag-of-words
     if sparse is not None:
         out = spmm(sparse, weight.t())
     else:

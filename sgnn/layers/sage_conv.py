@@ -1,16 +1,19 @@
 """SAGEConv: Hamilton et al., "Inductive Representation Learning on Large Graphs" (NeurIPS 2017)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine import layerplan
+from ..engine.expr import Statement, compute, indices, max_, min_, pattern, sum_, tensors
 from ..errors import NotSupported
-from . import blocked, kernels, ops
-from ._common import _as_sparse_features, add_linear_, check_x, dense_features, linear, matmul_t
+from . import differentiable, norm, ops
 from .activation import resolve
-from ..engine.explain import note
 from .conv import Conv, make_linear, materialize, records
+from .inputs import check_x
 
 NATIVE = ("mean", "sum", "add", "max", "min")  # aggregators with a compiled kernel
 
@@ -19,13 +22,12 @@ class SAGEConv(Conv):
     r"""GraphSAGE: :math:`x_i' = W_1 x_i + W_2 \cdot \mathrm{aggr}_{j \in N(i)} x_j`.
 
     Same constructor, defaults and ``state_dict`` keys (``lin_l.*``, ``lin_r.weight``, ``lin.*``
-    with ``project``, ``aggr_module.*``) as PyG's ``SAGEConv``. Mean and sum are linear, so the
-    kernel aggregates ``X W_2`` when that is narrower than ``X``, with the root term and bias in
-    the same pass; max and min aggregate raw features (they do not commute with ``W_2``). Other
-    PyG aggregators (``"mul"``, ``"std"``, ``"var"``, ``"softmax"``, ``"powermean"``, ``"lstm"``,
-    lists such as ``["mean", "max", "std"]``, or an ``Aggregation`` module) run as PyG's own
-    aggregation module on torch ops (PyG needed; imported only then). A sparse ``adj_t`` with
-    values weighs its messages, as PyG's sparse path does; an ``edge_index`` never does.
+    with ``project``, ``aggr_module.*``) as PyG's ``SAGEConv``. The layer is one statement
+    (``statement``) that the engine's planner orders (mean and sum aggregate ``X W_2`` when that
+    is narrower than ``X``; max and min aggregate raw features). Other PyG aggregators (``"mul"``,
+    ``"std"``, ``"lstm"``, lists, an ``Aggregation`` module...) run as PyG's own aggregation module
+    on torch ops (PyG needed; imported only then). A sparse ``adj_t`` with values weighs its
+    messages, as PyG's sparse path does; an ``edge_index`` never does.
 
     Args:
         in_channels (int or tuple): input features (``(source, target)`` for bipartite graphs;
@@ -39,8 +41,7 @@ class SAGEConv(Conv):
         act (str or nn.Module, optional): sgnn extension: an activation applied in the same pass
             (after ``normalize``); see :class:`sgnn.layers.GCNConv`. (default: :obj:`None`)
 
-    Shapes: x [N, in], [B, N, in] (a static graph) or ([N_src, in_src], [N_dst, in_dst]),
-    edge_index [2, E] → [N_dst, out].
+    Shapes: x [N, in], [B, N, in] (static graph) or ([N_src, in], [N_dst, in]), edge_index [2, E] → [N_dst, out].
     """
 
     def __init__(self, in_channels, out_channels: int, aggr="mean", normalize: bool = False,
@@ -54,15 +55,13 @@ class SAGEConv(Conv):
         self.act = resolve(act)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.normalize, self.root_weight, self.project = normalize, root_weight, project
-        self.aggr_module = None if self._native() else _pyg_aggregation(aggr, self.aggr_kwargs)
+        self.aggr_module = None if self._native() else differentiable.pyg_aggregation(aggr, self.aggr_kwargs, NATIVE)
         if project:
             if ins[0] <= 0:
                 raise ValueError(f"'{self.__class__.__name__}' does not support lazy initialization with "
                                  f"`project=True`")
             self.lin = nn.Linear(ins[0], ins[0], bias=True)
-        width = ins[0]
-        if hasattr(self.aggr_module, "get_out_channels"):
-            width = self.aggr_module.get_out_channels(ins[0])
+        width = self.aggr_module.get_out_channels(ins[0]) if hasattr(self.aggr_module, "get_out_channels") else ins[0]
         self.lin_l = make_linear(width, out_channels, bias=bias)
         if root_weight:
             self.lin_r = make_linear(ins[1], out_channels, bias=False)
@@ -85,24 +84,21 @@ class SAGEConv(Conv):
                     self.check_node_dim(t, (2, 3))
         if self.project:
             x_src = torch.relu(ops.linear(x_src, self.lin.weight, self.lin.bias))
-        n_src = x_src.shape[-2]
         n_dst = size[1] if size is not None else (x_dst.shape[-2] if x_dst is not None else None)
-        g = self.graph(edge_index, n_src, n_dst)
-        adj = g.adj if g.from_sparse or g.adj.values is None else g.adj.with_values(None)
-        root = self.root_weight and x_dst is not None
-        self._materialize(x_src, x_dst if root else None)
-        params = [p for p in self.parameters()]
-        if not self._native() or x_src.dim() == 3 or records(x_src, x_dst, *params):
-            if g.distributed and records(x_src, x_dst, *params):
-                raise NotSupported("SAGEConv: training on a partitioned graph is not supported yet")
-            out = self._autograd(g, adj, x_src, x_dst if root else None)
+        g = self.graph(edge_index, x_src.shape[-2], n_dst)
+        adj = g.adj if g.from_sparse else norm.pattern(g)
+        root = x_dst if self.root_weight else None
+        self._materialize(x_src, root)
+        grad = records(x_src, x_dst, *self.parameters())
+        if self._native() and x_src.ndim == 2 and not grad:
+            out = self._planned(g, adj, x_src, root)
+            if not self.normalize:
+                return out
+        elif g.distributed and grad:
+            raise NotSupported("SAGEConv: training on a partitioned graph is not supported yet")
         else:
-            out = self._kernels(g, adj, x_src, x_dst if root else None)
-            if out[1]:
-                return out[0]
-            out = out[0]
-        if self.normalize:
-            out = F.normalize(out, p=2.0, dim=-1)
+            out = differentiable.sage(self, g, adj, x_src, root)
+        out = F.normalize(out, p=2.0, dim=-1) if self.normalize else out
         if self.act is None:
             return out
         return self.act.inplace(out) if not out.requires_grad else self.act(out)
@@ -115,119 +111,40 @@ class SAGEConv(Conv):
         if x_dst is not None and getattr(self, "lin_r", None) is not None:
             materialize(self.lin_r, x_dst)
 
-    def _kernels(self, g, adj, x_src, x_dst) -> tuple[torch.Tensor, bool]:
-        """Inference through the compiled kernels; (output, activation already applied)."""
-        w_l = self.lin_l.weight
-        dtype = w_l.dtype
+    def _planned(self, g, adj, x_src, x_dst) -> torch.Tensor:
+        """Inference: the statement planned and run by the engine (act too, unless normalize)."""
         aggr = "sum" if self.aggr == "add" else self.aggr
-        in_kernel_act = None if self.normalize else self.act  # normalize comes before the activation
-        if aggr in ("max", "min"):
-            agg = kernels.run(kernels.extreme(aggr, adj.values is not None, False),
-                              ("sage-ext", aggr, adj.values is not None), A=adj,
-                              Z=g.sources(dense_features(x_src, dtype)))
-            return self._linear_root(agg, x_dst), False
-        scale = aggr == "mean"
-        tensors = {"A": adj}
-        if scale:
-            tensors["r"] = g.derived(("inv_deg", dtype), lambda: _inv(g.in_degree(weighted=False), dtype))
-        first = self.out_channels < self.lin_l.in_features
-        note(lambda: "association: " + ("aggregate X·W_l (root, bias, activation in the epilogue)" if first
-                                        else "aggregate X, then the GEMMs")
-             + f" (in={self.lin_l.in_features}, out={self.out_channels})")
-        if first:  # aggregate X·W_l; root, bias, act in one pass
-            tensors["Z"] = g.sources(matmul_t(x_src, w_l, g.source_rows((x_src.shape[0], w_l.shape[0]), dtype)))
-            if x_dst is not None:
-                tensors["R"] = matmul_t(x_dst, self.lin_r.weight)
-            has_bias = self.lin_l.bias is not None
-            if has_bias:
-                tensors["b"] = self.lin_l.bias.detach()
-            out = kernels.run(kernels.sage(aggr, scale, x_dst is not None, has_bias, in_kernel_act),
-                              ("sage", aggr, x_dst is not None, has_bias, in_kernel_act), **tensors)
-            return out, in_kernel_act is not None
-        tensors["Z"] = g.sources(dense_features(x_src, dtype))
-        root = self._root_rows(x_dst)
-        out = blocked.aggregate_linear(kernels.sage(aggr, scale, False, False), ("sage", aggr, False, False, None),
-                                       tensors, ("r",) if scale else (), w_l, self.lin_l.bias, root)
-        if x_dst is not None and root is None:
-            out = out + matmul_t(x_dst, self.lin_r.weight)
-        return out, False
-
-    def _root_rows(self, x_dst):
-        """``rows += x_dst[r0:r1] W_r^T`` (one GEMM pass with beta = 1), or None when x_dst is sparse."""
-        if x_dst is None or not isinstance(x_dst, torch.Tensor) or x_dst.layout != torch.strided \
-                or x_dst.dtype != self.lin_r.weight.dtype or _as_sparse_features(x_dst) is not None:
-            return None
-        w = self.lin_r.weight.detach()
-        return lambda rows, r0, r1: rows.addmm_(x_dst[r0:r1], w.t())
-
-    def _autograd(self, g, adj, x_src, x_dst) -> torch.Tensor:
-        """Differentiable formulation: sum/mean through ``ops.spmm`` (sgnn kernels both ways); max,
-        min and PyG aggregation modules as edge messages on torch ops (PyG's gradients)."""
-        x = x_src.to_dense() if not isinstance(x_src, torch.Tensor) or x_src.layout != torch.strided else x_src
-        x = g.sources(x.to(self.lin_l.weight.dtype))
-        aggr = "sum" if self.aggr == "add" else self.aggr
-        if self._native() and aggr in ("sum", "mean"):
-            xf, b = (x.transpose(0, 1).reshape(x.shape[1], -1), x.shape[0]) if x.dim() == 3 else (x, 0)
-            agg = ops.spmm(adj, xf)
-            if aggr == "mean":
-                agg = agg * _inv(g.in_degree(weighted=False), agg.dtype).view(-1, 1)
-            agg = agg.reshape(agg.shape[0], b, -1).transpose(0, 1) if b else agg
-        else:
-            rows, cols = g.rows(), g.cols()
-            if not self._native() and g.edge_perm is not None:  # PyG's module sees the edges as given
-                order = torch.argsort(g.edge_perm)
-                rows, cols = rows[order], cols[order]
-            msg = x.index_select(-2, cols)
-            if adj.values is not None:
-                msg = msg * adj.values.to(msg.dtype).view(-1, 1)
-            if self._native():
-                agg = _scatter_nodes(msg, rows, g.num_dst, aggr)
-            else:
-                agg = self.aggr_module(msg, rows, dim_size=g.num_dst, dim=-2)
-        out = ops.linear(agg, self.lin_l.weight, self.lin_l.bias)
+        w, bias = self.lin_l.weight, self.lin_l.bias
+        ops = {"A": adj, "X": x_src, "Wl": w}
         if x_dst is not None:
-            out = out + ops.linear(x_dst, self.lin_r.weight)
-        return out
-
-    def _linear_root(self, agg: torch.Tensor, x_dst) -> torch.Tensor:
-        """``agg W_l^T + b (+ x_dst W_r^T)``: GEMMs into one fresh buffer (the root one with beta = 1)."""
-        out = linear(agg, self.lin_l.weight, self.lin_l.bias)
-        if x_dst is None:
-            return out
-        if isinstance(x_dst, torch.Tensor) and x_dst.layout == torch.strided and x_dst.dtype == out.dtype \
-                and _as_sparse_features(x_dst) is None:
-            return add_linear_(out, x_dst, self.lin_r.weight)
-        return out + matmul_t(x_dst, self.lin_r.weight)
+            ops["Xd"], ops["Wr"] = x_dst, self.lin_r.weight
+        if bias is not None:
+            ops["b"] = bias.detach()
+        if aggr == "mean":
+            ops["r"] = g.derived(("inv_deg", w.dtype), lambda: norm.inv(g.in_degree(weighted=False), w.dtype))
+        stmt = statement(aggr, adj.values is not None, x_dst is not None, bias is not None,
+                         None if self.normalize else self.act)
+        return layerplan.run(stmt, ops, g)
 
     def __repr__(self) -> str:
         act = "" if self.act is None else f", act={self.act}"
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, aggr={self.aggr}{act})"
+        return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, aggr={self.aggr}{act})"
 
 
-def _scatter_nodes(msg: torch.Tensor, rows: torch.Tensor, n: int, reduce: str) -> torch.Tensor:
-    """``ops.scatter`` along the node dimension (-2) of [E, F] or [B, E, F] messages."""
-    if msg.dim() == 2:
-        return ops.scatter(msg, rows, n, reduce)
-    return ops.scatter(msg.transpose(0, 1), rows, n, reduce).transpose(0, 1)
+i, j, k, f = indices("i j k f")
+A, X, Wl, Xd, Wr, b, r = tensors("A X Wl Xd Wr b r")
 
 
-def _pyg_aggregation(aggr, kwargs: dict) -> nn.Module:
-    """PyG's aggregation module for ``aggr`` (lists, modules and names sgnn has no kernel for)."""
-    try:
-        from torch_geometric.nn.aggr import Aggregation
-        from torch_geometric.nn.resolver import aggregation_resolver
-    except ImportError as e:
-        raise NotSupported(f"SAGEConv: aggr={aggr!r} runs as PyG's aggregation module; install "
-                           f"torch-geometric, or use one of {NATIVE}") from e
-    if isinstance(aggr, Aggregation):
-        return aggr
-    if isinstance(aggr, (list, tuple)):
-        from torch_geometric.nn.aggr import MultiAggregation
-        return MultiAggregation(list(aggr), **kwargs)
-    return aggregation_resolver(aggr, **kwargs)
-
-
-def _inv(deg: torch.Tensor, dtype) -> torch.Tensor:
-    r = 1.0 / deg
-    r.masked_fill_(torch.isinf(r), 0.0)
-    return r.to(dtype)
+@functools.lru_cache(maxsize=None)
+def statement(aggr: str, weighted: bool, root: bool, bias: bool, act) -> Statement:
+    """``act(r_i Σ_j A_ij (X W_l)_jk + (X_d W_r)_ik + b_k)`` (mean: ``r = 1/deg``); max/min aggregate
+    raw features: ``act(Σ_f (max_j A_ij X_jf) W_l,kf + b_k + (X_d W_r)_ik)``."""
+    xr = [sum_(f, Xd[i, f] * Wr[k, f])] if root else []
+    if aggr in ("max", "min"):  # the written order (ÂX)W: max and min do not commute with W
+        a = A[i, j] if weighted else pattern(A[i, j])  # a sum reads a pattern-only A as ones anyway
+        terms = [sum_(f, (max_ if aggr == "max" else min_)(j, a * X[j, f]) * Wl[k, f])] + ([b[k]] if bias else []) + xr
+    else:
+        agg = sum_(j, A[i, j] * sum_(f, X[j, f] * Wl[k, f]))
+        terms = [r[i] * agg if aggr == "mean" else agg] + xr + ([b[k]] if bias else [])
+    out = sum(terms[1:], terms[0])
+    return compute((i, k), out if act is None else act.expr(out))

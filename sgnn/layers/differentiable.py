@@ -1,0 +1,95 @@
+"""The differentiable formulations of GCN and SAGE (autograd, static batches, PyG aggregators).
+
+Sum and mean run through ``ops.spmm`` (sgnn kernels forward and backward: the backward is what
+``engine.derive`` derives, ``Âᵀ G``); max, min and PyG's aggregation modules run as edge
+messages on torch ops, with PyG's gradients. GAT's counterpart is ``edgewise.py``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import NotSupported
+from . import norm, ops
+from .graph import Graph
+
+
+def _flat(z: torch.Tensor) -> torch.Tensor:
+    """[B, N, F] (a static graph's batch) as [N, B·F] for one aggregation; [N, F] as is."""
+    return z.transpose(0, 1).reshape(z.shape[1], -1) if z.dim() == 3 else z
+
+
+def _unflat(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return out.reshape(out.shape[0], like.shape[0], -1).transpose(0, 1) if like.dim() == 3 else out
+
+
+def gcn(conv, x, g: Graph, d, e, cnt) -> torch.Tensor:
+    """GCNConv: sum/mean through ``ops.spmm``, max/min as normalised edge messages."""
+    z = ops.linear(x, conv.lin.weight)
+    zf = _flat(z)
+    dt = zf.dtype
+    if conv.aggr in ("max", "min"):
+        rows, cols, vals = norm.coords(g, conv.improved, conv.add_self_loops, conv.normalize)
+        out = ops.scatter(zf[cols] * vals.to(dt).view(-1, 1), rows, zf.shape[0], conv.aggr)
+    else:
+        inner, left, loop = norm.scales(d, e, cnt, dt, conv.normalize, conv.aggr == "mean")
+        src = zf * inner.view(-1, 1) if inner is not None else zf
+        out = ops.spmm(norm.values_as(g, dt), src)
+        if left is not None:
+            out = out * left.view(-1, 1)
+        if loop is not None:
+            out = out + zf * loop.view(-1, 1)
+    out = _unflat(out, z)
+    if conv.bias is not None:
+        out = out + conv.bias
+    return out if conv.act is None else conv.act(out)
+
+
+def sage(conv, g: Graph, adj, x_src, x_dst) -> torch.Tensor:
+    """SAGEConv without normalisation and activation: ``W_l aggr(x) + b (+ W_r x_dst)``."""
+    x = x_src.to_dense() if not isinstance(x_src, torch.Tensor) or x_src.layout != torch.strided else x_src
+    x = g.sources(x.to(conv.lin_l.weight.dtype))
+    aggr = "sum" if conv.aggr == "add" else conv.aggr
+    if conv._native() and aggr in ("sum", "mean"):
+        agg = ops.spmm(adj, _flat(x))
+        if aggr == "mean":
+            agg = agg * norm.inv(g.in_degree(weighted=False), agg.dtype).view(-1, 1)
+        agg = _unflat(agg, x)
+    else:
+        rows, cols = g.rows(), g.cols()
+        if not conv._native() and g.edge_perm is not None:  # PyG's module sees the edges as given
+            order = torch.argsort(g.edge_perm)
+            rows, cols = rows[order], cols[order]
+        msg = x.index_select(-2, cols)
+        if adj.values is not None:
+            msg = msg * adj.values.to(msg.dtype).view(-1, 1)
+        if conv._native():
+            agg = _scatter_nodes(msg, rows, g.num_dst, aggr)
+        else:
+            agg = conv.aggr_module(msg, rows, dim_size=g.num_dst, dim=-2)
+    out = ops.linear(agg, conv.lin_l.weight, conv.lin_l.bias)
+    if x_dst is not None:
+        out = out + ops.linear(x_dst, conv.lin_r.weight)
+    return out
+
+
+def _scatter_nodes(msg: torch.Tensor, rows: torch.Tensor, n: int, reduce: str) -> torch.Tensor:
+    """``ops.scatter`` along the node dimension (-2) of [E, F] or [B, E, F] messages."""
+    if msg.dim() == 2:
+        return ops.scatter(msg, rows, n, reduce)
+    return ops.scatter(msg.transpose(0, 1), rows, n, reduce).transpose(0, 1)
+
+
+def pyg_aggregation(aggr, kwargs: dict, native: tuple) -> nn.Module:
+    """PyG's aggregation module for ``aggr`` (lists, modules and names sgnn has no kernel for)."""
+    try:
+        from torch_geometric.nn.aggr import Aggregation, MultiAggregation
+        from torch_geometric.nn.resolver import aggregation_resolver
+    except ImportError as e:
+        raise NotSupported(f"SAGEConv: aggr={aggr!r} runs as PyG's aggregation module; install "
+                           f"torch-geometric, or use one of {native}") from e
+    if isinstance(aggr, Aggregation):
+        return aggr
+    if isinstance(aggr, (list, tuple)):
+        return MultiAggregation(list(aggr), **kwargs)
+    return aggregation_resolver(aggr, **kwargs)
