@@ -91,14 +91,14 @@ def canonical_kernels(S) -> dict:
     output, a natively CSC (transposed) access, a 3-index contraction, the GCN layer statement and
     a gather large enough to be prefetched, float64, a sparse-plus-dense sum (a dense loop walking
     a sparse row) and a serial reduction to a scalar."""
-    from sgnn.layers import kernels
     m, n = S.shape
     bf = torch.bfloat16
     Sb = S.with_values(S.values.to(bf))
     csc = S.to("csc")  # 30 x 20 stored column-major: A[j, i] iterates i then j
     wide = make_sparse(random_coo(4, m, 20000, "empty_rows"), "csr", f32, i32).operand
     k = sgnn.indices("k")[0]
-    gcn = kernels.gcn(True, True, True)
+    d, r, e, Z, Y, b = sgnn.tensors("d r e Z Y b")  # GCN's kernel: act(r_i sum_j A_ij d_j Z_jk + e_i Y_ik + b_k)
+    gcn = sgnn.compute((i, k), r[i] * sgnn.sum_(j, A[i, j] * d[j] * Z[j, k]) + e[i] * Y[i, k] + b[k])
     gcn_ops = dict(A=S.with_values(None), d=dense_rand(5, n, dtype=f32), r=dense_rand(6, m, dtype=f32),
                    e=dense_rand(7, m, dtype=f32), Z=dense_rand(8, n, 16, dtype=f32),
                    Y=dense_rand(9, m, 16, dtype=f32), b=dense_rand(10, 16, dtype=f32))
