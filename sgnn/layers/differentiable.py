@@ -1,8 +1,10 @@
 """The differentiable formulations of GCN and SAGE (autograd, static batches, PyG aggregators).
 
-Sum and mean run through ``ops.spmm`` (sgnn kernels forward and backward: the backward is what
-``engine.derive`` derives, ``Âᵀ G``); max, min and PyG's aggregation modules run as edge
-messages on torch ops, with PyG's gradients. GAT's counterpart is ``edgewise.py``.
+Sum and mean run through ``ops.spmm``, max and min through ``attention.extreme``: sgnn kernels
+forward and backward, the backward derived by ``engine.derive`` (``Âᵀ G``; for max/min the
+gradient routed to the extreme entries, ties split as torch's ``scatter_reduce``). PyG's
+aggregation modules run as edge messages on torch ops, with PyG's gradients. GAT's counterpart
+is ``edgewise.py``.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import NotSupported
-from . import norm, ops
+from . import attention, norm, ops
 from .graph import Graph
 
 
@@ -24,13 +26,14 @@ def _unflat(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def gcn(conv, x, g: Graph, d, e, cnt) -> torch.Tensor:
-    """GCNConv: sum/mean through ``ops.spmm``, max/min as normalised edge messages."""
+    """GCNConv: sum/mean through ``ops.spmm``, max/min through ``attention.extreme`` over the
+    explicitly normalised adjacency (its self loops stored as values)."""
     z = ops.linear(x, conv.lin.weight)
     zf = _flat(z)
     dt = zf.dtype
     if conv.aggr in ("max", "min"):
-        rows, cols, vals = norm.coords(g, conv.improved, conv.add_self_loops, conv.normalize)
-        out = ops.scatter(zf[cols] * vals.to(dt).view(-1, 1), rows, zf.shape[0], conv.aggr)
+        adj = norm.explicit(g, conv.improved, conv.add_self_loops, conv.normalize, dt)
+        out = attention.extreme(adj, zf, conv.aggr)
     else:
         inner, left, loop = norm.scales(d, e, cnt, dt, conv.normalize, conv.aggr == "mean")
         src = zf * inner.view(-1, 1) if inner is not None else zf
@@ -50,34 +53,34 @@ def sage(conv, g: Graph, adj, x_src, x_dst) -> torch.Tensor:
     x = x_src.to_dense() if not isinstance(x_src, torch.Tensor) or x_src.layout != torch.strided else x_src
     x = g.sources(x.to(conv.lin_l.weight.dtype))
     aggr = "sum" if conv.aggr == "add" else conv.aggr
-    if conv._native() and aggr in ("sum", "mean"):
-        agg = ops.spmm(adj, _flat(x))
+    if conv._native():
+        if aggr in ("max", "min"):
+            agg = attention.extreme(_values_of(adj, x.dtype), _flat(x), aggr)
+        else:
+            agg = ops.spmm(adj, _flat(x))
         if aggr == "mean":
             agg = agg * norm.inv(g.in_degree(weighted=False), agg.dtype).view(-1, 1)
         agg = _unflat(agg, x)
     else:
         rows, cols = g.rows(), g.cols()
-        if not conv._native() and g.edge_perm is not None:  # PyG's module sees the edges as given
+        if g.edge_perm is not None:  # PyG's module sees the edges as given
             order = torch.argsort(g.edge_perm)
             rows, cols = rows[order], cols[order]
         msg = x.index_select(-2, cols)
         if adj.values is not None:
             msg = msg * adj.values.to(msg.dtype).view(-1, 1)
-        if conv._native():
-            agg = _scatter_nodes(msg, rows, g.num_dst, aggr)
-        else:
-            agg = conv.aggr_module(msg, rows, dim_size=g.num_dst, dim=-2)
+        agg = conv.aggr_module(msg, rows, dim_size=g.num_dst, dim=-2)
     out = ops.linear(agg, conv.lin_l.weight, conv.lin_l.bias)
     if x_dst is not None:
         out = out + ops.linear(x_dst, conv.lin_r.weight)
     return out
 
 
-def _scatter_nodes(msg: torch.Tensor, rows: torch.Tensor, n: int, reduce: str) -> torch.Tensor:
-    """``ops.scatter`` along the node dimension (-2) of [E, F] or [B, E, F] messages."""
-    if msg.dim() == 2:
-        return ops.scatter(msg, rows, n, reduce)
-    return ops.scatter(msg.transpose(0, 1), rows, n, reduce).transpose(0, 1)
+def _values_of(adj, dtype):
+    """``adj`` with its values (if any) in ``dtype`` (``extreme`` wants one dtype)."""
+    if adj.values is None or adj.values.dtype == dtype:
+        return adj
+    return adj.with_values(adj.values.to(dtype))
 
 
 def pyg_aggregation(aggr, kwargs: dict, native: tuple) -> nn.Module:

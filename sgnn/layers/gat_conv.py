@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from ..engine import layerplan
-from ..engine.explain import note
 from ..engine.expr import Const, Statement, compute, indices, leaky_relu, softmax, sum_, tensors
 from ..errors import NotSupported
 from . import edgewise, norm
@@ -25,9 +24,9 @@ class GATConv(Conv):
     Same constructor, defaults and ``state_dict`` keys (``lin.weight`` or ``lin_src``/``lin_dst``,
     ``att_src``, ``att_dst``, ``lin_edge``/``att_edge``, ``res``, ``bias``) as PyG's ``GATConv``.
     The layer is one statement (``statement``): logits, row softmax and aggregation run in one
-    compiled loop nest, without E×H×C messages. Under autograd, attention dropout in ``train()``,
-    ``return_attention_weights`` or ``aggr`` max/min/mul, PyG's edge-wise formulation runs on
-    torch ops instead (``edgewise.py``: it stores E×H×C messages).
+    compiled loop nest, without E×H×C messages; under autograd too on large graphs (backward
+    derived, ``attention.py``). Attention dropout in ``train()``, ``return_attention_weights``,
+    ``aggr`` max/min/mul and small graphs' training run PyG's edge-wise formulation (``edgewise.py``).
 
     Args (defaults as PyG's):
         in_channels (int or tuple): input features (``(source, target)`` for bipartite graphs).
@@ -99,10 +98,10 @@ class GATConv(Conv):
         n_dst = size[1] if size is not None else (x_dst.shape[0] if x_dst is not None else None)
         g = self.graph(edge_index, x_src.shape[0], n_dst, self_loops=self.add_self_loops)
         edge_attr = edge_attr if self.lin_edge is not None else None
-        if return_attention_weights or (self.training and self.dropout > 0) or self.aggr in ("max", "min", "mul") \
+        weights = bool(return_attention_weights)
+        if weights or (self.training and self.dropout > 0) or self.aggr in ("max", "min", "mul") \
                 or records(x_src, x_dst, edge_attr, *self.parameters()):
-            note("edge-wise torch formulation (autograd, dropout, attention weights, aggr max/min/mul): E×H×C messages")
-            out, alpha = edgewise.forward(self, g, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index)
+            out, alpha = edgewise.forward(self, g, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index, weights)
             return (out, edgewise.attention(self, g, alpha)) if return_attention_weights else out
         return self._planned(g, x_src, x_dst, lin_s, lin_d, edge_attr, edge_index)
 
