@@ -6,7 +6,9 @@ the sgnn layer and checks every property a drop-in layer must have. Each failure
 from __future__ import annotations
 
 import copy
+import itertools
 
+import pytest
 import torch
 
 import sgnn
@@ -267,3 +269,51 @@ def sparse_features(n: int, f: int, density: float = 0.02, seed: int = 0) -> tor
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, f, generator=g)
     return x * (torch.rand(n, f, generator=g) < density)
+
+
+# ------------------------------------------------------------------ option tables and DGL graphs
+T, Fa = True, False
+ABBR = {"improved": "imp", "cached": "cache", "add_self_loops": "loops", "normalize": "norm", "bias": "bias",
+        "aggr": "", "root_weight": "root", "project": "proj", "heads": "h", "concat": "cat",
+        "negative_slope": "slope", "dropout": "drop", "residual": "res", "edge_dim": "edim",
+        "fill_value": "fill"}
+
+
+def opt_id(opts: dict) -> str:
+    return "-".join(f"{ABBR.get(k, k)}{int(v) if isinstance(v, bool) else v}" for k, v in opts.items())
+
+
+def edge_weight(e: int, seed: int = 3) -> torch.Tensor:
+    return torch.rand(e, generator=torch.Generator().manual_seed(seed)) + 0.1  # positive: deg^-1/2 is real
+
+
+def table(**choices):
+    """Every combination of the options, with the parity of its choice indices.
+
+    The parity picks the scenario (graph, weights, channel order) a combination runs in: fixing
+    any one option value, the others still take both parities, so each value of each option meets
+    every scenario while each combination runs only once (or once per scenario pair).
+    """
+    keys = list(choices)
+    for idx in itertools.product(*(range(len(v)) for v in choices.values())):
+        yield {k: choices[k][i] for k, i in zip(keys, idx)}, sum(idx) % 2
+
+
+def flat(opts: dict) -> dict:
+    """Expand grouped options, e.g. {"normalize,add_self_loops": (T, Fa)} → two keyword arguments."""
+    out = {}
+    for k, v in opts.items():
+        out.update(zip(k.split(","), v) if "," in k else [(k, v)])
+    return out
+
+
+def dgl_graph(ei: torch.Tensor, n: int, self_loops: bool):
+    dgl = pytest.importorskip("dgl", reason="dgl is not importable")
+    g = dgl.graph((ei[0], ei[1]), num_nodes=n)
+    return dgl.add_self_loop(dgl.remove_self_loop(g)) if self_loops else g
+
+
+def symmetric_graph():
+    n, ei = make_graph("isolated")
+    sym = torch.unique(torch.cat([ei, ei.flip(0)], 1), dim=1)
+    return n, sym

@@ -1,10 +1,11 @@
-"""sgnn layers against PyG (every option), DGL, real Planetoid data, caches and error paths.
+"""Every layer: awkward graphs, sparse features, inference modes, caches, error paths, real Planetoid data.
+
+Each layer's option table against PyG and its DGL check live in ``test_{gcn,sage,gat}_conv.py``.
 
 Every parity check goes through ``layer_helpers.assert_layer`` (STYLE item 14).
 """
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -17,164 +18,12 @@ from torch import nn
 import sgnn
 from sgnn.layers import GATConv, GCNConv, SAGEConv, from_pyg
 
-from layer_helpers import (GRAPHS, adj_t, assert_close, assert_layer, features, make_graph, random_edges,
-                           randomize_zero_parameters, rel_error, sparse_features)
+from layer_helpers import (adj_t, assert_close, assert_layer, edge_weight, Fa, features, GRAPHS,
+                           make_graph, random_edges, randomize_zero_parameters, rel_error, sparse_features,
+                           T)
 
 # PyG converts a COO adj_t to CSR on every call and says so
 pytestmark = pytest.mark.filterwarnings("ignore:Converting sparse tensor to CSR format:UserWarning")
-
-T, Fa = True, False
-ABBR = {"improved": "imp", "cached": "cache", "add_self_loops": "loops", "normalize": "norm", "bias": "bias",
-        "aggr": "", "root_weight": "root", "project": "proj", "heads": "h", "concat": "cat",
-        "negative_slope": "slope", "dropout": "drop", "residual": "res", "edge_dim": "edim",
-        "fill_value": "fill"}
-
-
-def opt_id(opts: dict) -> str:
-    return "-".join(f"{ABBR.get(k, k)}{int(v) if isinstance(v, bool) else v}" for k, v in opts.items())
-
-
-def edge_weight(e: int, seed: int = 3) -> torch.Tensor:
-    return torch.rand(e, generator=torch.Generator().manual_seed(seed)) + 0.1  # positive: deg^-1/2 is real
-
-
-def table(**choices):
-    """Every combination of the options, with the parity of its choice indices.
-
-    The parity picks the scenario (graph, weights, channel order) a combination runs in: fixing
-    any one option value, the others still take both parities, so each value of each option meets
-    every scenario while each combination runs only once (or once per scenario pair).
-    """
-    keys = list(choices)
-    for idx in itertools.product(*(range(len(v)) for v in choices.values())):
-        yield {k: choices[k][i] for k, i in zip(keys, idx)}, sum(idx) % 2
-
-
-def flat(opts: dict) -> dict:
-    """Expand grouped options, e.g. {"normalize,add_self_loops": (T, Fa)} → two keyword arguments."""
-    out = {}
-    for k, v in opts.items():
-        out.update(zip(k.split(","), v) if "," in k else [(k, v)])
-    return out
-
-
-# ------------------------------------------------------------------ GCNConv: every option
-# A scenario is (graph, weighted, channels); XW runs first when out <= in, else (ÂX)W. Each option
-# combination runs in a complementary pair, so it sees both graphs, weights and channel orders.
-GCN_PAIRS = [[("directed", Fa, (8, 4)), ("self_loops", T, (4, 8))],
-             [("directed", T, (4, 8)), ("self_loops", Fa, (8, 4))]]
-def scenario_id(sc) -> str:
-    graph, weighted, (f_in, f_out) = sc
-    return f"{graph}-{'w' if weighted else 'unw'}-{f_in}to{f_out}"
-
-
-GCN_CASES = [pytest.param(flat(o), sc, id=f"{opt_id(flat(o))}-{scenario_id(sc)}")
-             for o, par in table(improved=(Fa, T), cached=(Fa, T),
-                                 **{"normalize,add_self_loops": ((T, T), (T, Fa), (Fa, Fa))}, bias=(Fa, T))
-             for sc in GCN_PAIRS[par]]
-
-
-@pytest.mark.parametrize("opts,scenario", GCN_CASES)
-def test_gcn_options(opts, scenario):
-    graph, weighted, channels = scenario
-    n, ei = make_graph(graph)
-    kw = {"edge_weight": edge_weight(ei.size(1))} if weighted else {}
-    x = features(n, channels[0])
-    assert_layer(GCNConv(*channels, **opts), pyg.GCNConv(*channels, **opts), x, ei, **kw)
-
-
-def test_gcn_rejects_loops_without_normalize_like_pyg():
-    with pytest.raises(ValueError, match="self-loops"):
-        pyg.GCNConv(4, 4, normalize=False, add_self_loops=True)
-    with pytest.raises(ValueError, match="self-loops"):
-        GCNConv(4, 4, normalize=False, add_self_loops=True)
-
-
-# ------------------------------------------------------------------ SAGEConv
-SAGE_SCENARIOS = [("directed", (8, 4)), ("duplicates", (4, 8))]
-SAGE_CASES = [pytest.param(o, *SAGE_SCENARIOS[par], id=f"{opt_id(o)}-{SAGE_SCENARIOS[par][0]}")
-              for o, par in table(aggr=("mean", "sum", "max"), normalize=(Fa, T), root_weight=(Fa, T),
-                                  project=(Fa, T), bias=(Fa, T))]
-
-
-@pytest.mark.parametrize("opts,graph,channels", SAGE_CASES)
-def test_sage_options(opts, graph, channels):
-    n, ei = make_graph(graph)
-    assert_layer(SAGEConv(*channels, **opts), pyg.SAGEConv(*channels, **opts), features(n, channels[0]), ei)
-
-
-@pytest.mark.parametrize("opts,out", [pytest.param(o, (4, 16)[par], id=f"{opt_id(o)}-out{(4, 16)[par]}")
-                                      for o, par in table(aggr=("mean", "sum", "max"), root_weight=(Fa, T),
-                                                          project=(Fa, T), bias=(T, Fa))])
-def test_sage_bipartite(opts, out):
-    x = (features(30, 8, seed=1), features(20, 6, seed=2))
-    ei = random_edges(30, 20, 120, seed=4)
-    assert_layer(SAGEConv((8, 6), out, **opts), pyg.SAGEConv((8, 6), out, **opts), x, ei)
-
-
-@pytest.mark.parametrize("aggr", ["mean", "max"])
-def test_sage_bipartite_without_target_features(aggr):
-    x = (features(30, 8, seed=1), None)
-    ei = random_edges(30, 20, 120, seed=4)
-    assert_layer(SAGEConv(8, 5, aggr=aggr), pyg.SAGEConv(8, 5, aggr=aggr), x, ei, size=(30, 20))
-
-
-# ------------------------------------------------------------------ GATConv
-GAT_GRAPHS = ["directed", "messy"]  # messy: self loops and duplicate edges (no sparse-input checks there)
-GAT_CASES = [pytest.param(flat(o), GAT_GRAPHS[par], id=f"{opt_id(flat(o))}-{GAT_GRAPHS[par]}")
-             for o, par in table(heads=(1, 3), concat=(T, Fa),
-                                 **{"negative_slope,dropout": ((0.2, 0.0), (0.5, 0.6))},
-                                 add_self_loops=(T, Fa), bias=(T, Fa), residual=(Fa, T))]
-
-
-@pytest.mark.parametrize("opts,graph", GAT_CASES)
-def test_gat_options(opts, graph):
-    n, ei = make_graph(graph)
-    assert_layer(GATConv(8, 4, **opts), pyg.GATConv(8, 4, **opts), features(n, 8), ei)
-
-
-FILLS = ["mean", "add", "max", 0.5]
-
-
-@pytest.mark.parametrize("graph", ["messy", "isolated"])
-@pytest.mark.parametrize("loops_fill", [(T, f) for f in FILLS] + [(Fa, "mean")],
-                         ids=lambda lf: f"loops{int(lf[0])}-fill{lf[1]}")
-def test_gat_edge_attr(loops_fill, graph):
-    loops, fill = loops_fill
-    n, ei = make_graph(graph)
-    ea = features(ei.size(1), 3, seed=5)
-    opts = dict(heads=2, edge_dim=3, add_self_loops=loops, fill_value=fill)
-    assert_layer(GATConv(8, 4, **opts), pyg.GATConv(8, 4, **opts), features(n, 8), ei, edge_attr=ea)
-
-
-def test_gat_edge_attr_one_dimensional_one_head():
-    n, ei = make_graph("self_loops")
-    ea = features(ei.size(1), 1, seed=5).view(-1)
-    opts = dict(heads=1, edge_dim=1, fill_value="add")
-    assert_layer(GATConv(8, 4, **opts), pyg.GATConv(8, 4, **opts), features(n, 8), ei, edge_attr=ea)
-
-
-GAT_BIPARTITE = [dict(heads=1, residual=Fa, edge_dim=None), dict(heads=2, residual=T, edge_dim=None),
-                 dict(heads=1, residual=T, edge_dim=3), dict(heads=2, residual=Fa, edge_dim=3)]
-
-
-@pytest.mark.parametrize("opts", GAT_BIPARTITE, ids=opt_id)
-@pytest.mark.parametrize("loops", [T, Fa], ids=["loops1", "loops0"])
-@pytest.mark.parametrize("in_channels", [(8, 6), 8], ids=["lin_src_dst", "shared_lin"])
-def test_gat_bipartite(in_channels, loops, opts):
-    f_dst = in_channels[1] if isinstance(in_channels, tuple) else in_channels
-    x = (features(30, 8, seed=1), features(20, f_dst, seed=2))
-    ei = random_edges(30, 20, 120, seed=4, loops=True)
-    kw = {"edge_attr": features(ei.size(1), 3, seed=5)} if opts["edge_dim"] else {}
-    assert_layer(GATConv(in_channels, 4, add_self_loops=loops, **opts),
-                 pyg.GATConv(in_channels, 4, add_self_loops=loops, **opts), x, ei, **kw)
-
-
-def test_gat_bipartite_without_target_features():
-    x = (features(30, 8, seed=1), None)
-    ei = random_edges(30, 20, 120, seed=4, loops=True)
-    assert_layer(GATConv(8, 4, heads=2), pyg.GATConv(8, 4, heads=2), x, ei, size=(30, 20))
-
 
 # ------------------------------------------------------------------ awkward graphs, every layer
 def layer_pairs():
@@ -389,65 +238,6 @@ def test_bad_edge_weight_and_x():
             s(features(n, 8), ei, torch.ones(7))
         with pytest.raises(sgnn.UserError, match="'x'.*two-dimensional.*got 1"):
             s(torch.zeros(n), ei)
-
-
-# ------------------------------------------------------------------ DGL (symmetrised graphs)
-def dgl_graph(ei: torch.Tensor, n: int, self_loops: bool):
-    dgl = pytest.importorskip("dgl", reason="dgl is not importable")
-    g = dgl.graph((ei[0], ei[1]), num_nodes=n)
-    return dgl.add_self_loop(dgl.remove_self_loop(g)) if self_loops else g
-
-
-def symmetric_graph():
-    n, ei = make_graph("isolated")
-    sym = torch.unique(torch.cat([ei, ei.flip(0)], 1), dim=1)
-    return n, sym
-
-
-@pytest.mark.parametrize("channels", [(8, 4), (4, 8)])
-def test_dgl_graph_conv(channels):
-    dnn = pytest.importorskip("dgl.nn", reason="dgl is not importable")
-    n, ei = symmetric_graph()
-    p = pyg.GCNConv(*channels)
-    out = assert_layer(GCNConv(*channels), p, features(n, channels[0]), ei)
-    d = dnn.GraphConv(*channels, norm="both", allow_zero_in_degree=True)
-    with torch.no_grad():
-        d.weight.copy_(p.lin.weight.t())
-        d.bias.copy_(p.bias)
-        ref = d(dgl_graph(ei, n, self_loops=True), features(n, channels[0]))
-    assert_close(out, ref, "sgnn GCNConv vs DGL GraphConv(norm='both') with self loops")
-
-
-@pytest.mark.parametrize("channels", [(8, 4), (4, 8)])
-def test_dgl_sage_conv_mean(channels):
-    dnn = pytest.importorskip("dgl.nn", reason="dgl is not importable")
-    n, ei = symmetric_graph()
-    p = pyg.SAGEConv(*channels, aggr="mean")
-    out = assert_layer(SAGEConv(*channels, aggr="mean"), p, features(n, channels[0]), ei)
-    d = dnn.SAGEConv(*channels, aggregator_type="mean")
-    with torch.no_grad():
-        d.fc_neigh.weight.copy_(p.lin_l.weight)  # neighbours: PyG lin_l (with the bias)
-        d.fc_self.weight.copy_(p.lin_r.weight)   # root: PyG lin_r (no bias)
-        d.fc_self.bias.copy_(p.lin_l.bias)       # DGL keeps the one bias in fc_self
-        ref = d(dgl_graph(ei, n, self_loops=False), features(n, channels[0]))
-    assert_close(out, ref, "sgnn SAGEConv vs DGL SAGEConv('mean')")
-
-
-@pytest.mark.parametrize("heads", [1, 3])
-def test_dgl_gat_conv(heads):
-    dnn = pytest.importorskip("dgl.nn", reason="dgl is not importable")
-    n, ei = symmetric_graph()
-    p = pyg.GATConv(8, 4, heads=heads)
-    out = assert_layer(GATConv(8, 4, heads=heads), p, features(n, 8), ei)
-    d = dnn.GATConv(8, 4, num_heads=heads, negative_slope=0.2)
-    with torch.no_grad():
-        d.fc.weight.copy_(p.lin.weight)
-        d.attn_l.copy_(p.att_src)
-        d.attn_r.copy_(p.att_dst)
-        d.bias.copy_(p.bias)
-        ref = d(dgl_graph(ei, n, self_loops=True), features(n, 8)).reshape(n, heads * 4)
-    assert_close(out, ref, "sgnn GATConv vs DGL GATConv with self loops")
-
 
 # ------------------------------------------------------------------ real data: Cora, CiteSeer
 PLANETOID_FILES = ["x", "tx", "allx", "y", "ty", "ally", "graph", "test.index"]
