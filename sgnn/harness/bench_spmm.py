@@ -94,7 +94,8 @@ def _verify(fw: str, fn, X, y, ref, tol: float | None = None) -> dict:
     return out
 
 
-def measure(fw: str, fn, X, ref, b, quiet: Quiet, tol: float | None = None) -> tuple[dict, torch.Tensor | None]:
+def measure(fw: str, fn, X, ref, b, quiet: Quiet,
+            tol: float | None = None) -> tuple[dict, torch.Tensor | None]:
     """Check ``fn(X)`` against ``ref``, then time it; (row, output), the row says 'error' on failure."""
     import sgnn
     row = {"framework": fw, "threads": 1 if fw == "scipy" else torch.get_num_threads()}
@@ -291,16 +292,17 @@ def report(res: dict) -> None:
          f"float32, read+write bytes; best {bw['best_gb_per_s']:.2f})")]
     head += [f"graph {k}: {g['label']}; n={g['nodes']:,}, nnz={g['nnz_with_self_loops']:,} (with self loops)"
              for k, g in res["graphs"].items()]
-    print_grid("SpMM Y = A·X, GCN-normalised A (values and X in the row's dtype); % floor: memory floor over "
-               "copy bandwidth; % roof: gather roofline (gathered + streamed bytes over the gather bandwidth "
-               "of that graph, F and dtype); sgnn speedup = framework time / sgnn fp32 time; vs fp32 = sgnn "
-               "fp32 time / this time; others = cores used by other processes",
+    print_grid("SpMM Y = A·X, GCN-normalised A (values and X in the row's dtype); % floor: memory floor "
+               "over copy bandwidth; % roof: gather roofline (gathered + streamed bytes over the gather "
+               "bandwidth of that graph, F and dtype); sgnn speedup = framework time / sgnn fp32 time; "
+               "vs fp32 = sgnn fp32 time / this time; others = cores used by other processes",
                COLUMNS, [_cells(r) for r in res["rows"]], caption=head, right=set(COLUMNS) - LEFT)
     cols = ["dataset", "n", "F", "dtype", "rows", "GB/s (best)", "GB/s (median)", "runs", "others"]
     print_grid("Gather roofline (the best run is the roofline): torch.index_select of nnz random rows (at "
                "most a buffer's worth) of an n × F matrix, int32 indices; bytes = rows·F·e + rows·4 (e: "
                "element size)", cols,
-               [[g["dataset"], f"{g['n']:,}", g["F"], g["dtype"], f"{g['rows']:,}", f"{g['best_gb_per_s']:.2f}",
+               [[g["dataset"], f"{g['n']:,}", g["F"], g["dtype"], f"{g['rows']:,}",
+                 f"{g['best_gb_per_s']:.2f}",
                  f"{g['median_gb_per_s']:.2f}", g["reps"], f"{g['others_cores']:.2f}"]
                 for g in res["gather_roofline"]], caption=header_lines(info), right=set(cols[1:]))
     lat = res["latency"]

@@ -21,7 +21,7 @@ from .train import accuracy, load_or_train
 
 VERSION_KEY = {"pytorch": "torch", "pyg": "torch_geometric", "pyg-csr": "torch_geometric", "dgl": "dgl",
                "sgnn": "sgnn"}
-ENTRIES = ("e2e", "spmm", "layers", "train", "scale")       # bench=<name>: sgnn/harness/bench_<name>.py
+ENTRIES = ("e2e", "spmm", "layers", "train", "scale", "precision")  # bench=<name>: sgnn/harness/bench_<name>.py
 
 
 def main(overrides: list[str] = (), out_dir: str | Path = ".") -> list[dict] | dict:
