@@ -131,7 +131,8 @@ def test_spmm_entry_narrow_rows_and_roofline_per_dtype(tmp_path):
                 "dataset.edges=3000", "bench.features=[16]", "bench.frameworks=[sgnn]", "bench.latency=false",
                 "bench.narrow.datasets=[synthetic]", "bench.narrow.features=[16]", "bench.repetitions=2",
                 "bench.min_repetitions=1", "bench.warmup=1", "bench.bandwidth_mib=8",
-                "bench.bandwidth_reps=2", "bench.gather_reps=2", f"data.cache={tmp_path / 'data'}", *QUIET], tmp_path / "out")
+                "bench.bandwidth_reps=2", "bench.gather_reps=2", f"data.cache={tmp_path / 'data'}", *QUIET],
+               tmp_path / "out")
     rows = res["rows"]
     assert [(r["framework"], r["dtype"]) for r in rows] == [("sgnn", "fp32"), ("sgnn", "bf16"),
                                                            ("sgnn", "fp16")]
