@@ -148,3 +148,15 @@ def test_spmm_entry_narrow_rows_and_roofline_per_dtype(tmp_path):
     what = [t["what"] for t in res["targets"]]
     assert sum("vs sgnn fp32" in w for w in what) == 1 and sum("gather roofline" in w for w in what) == 3
     assert Path(tmp_path / "out" / "results.json").exists()
+
+
+def test_speed_target_per_dataset_and_precision():
+    from omegaconf import OmegaConf
+    s = {"dataset": "arxiv", "label": "arxiv (stand-in)", "model": "gcn", "precision": "bf16", "seeds": 1,
+         "accuracy_comparable": False, "speedup_vs_fp32": 1.5}
+    for need, ok in ((1.4, True), (2.0, False)):
+        t = OmegaConf.create({"agreement": 0.99, "accuracy_points": 0.5,
+                              "speedup_vs_fp32": {"arxiv": {"bf16": need}}})
+        got = bp.targets([s], [], t)
+        assert [r["pass"] for r in got] == [ok] and "1.50× fp32" in got[0]["what"]
+    assert bp.targets([{**s, "dataset": "cora"}], [], t) == []       # not a comparable graph, no target

@@ -16,7 +16,8 @@ features; ``.half()`` with float16 features. sgnn float32 is first checked again
 
 A summary per (dataset, model, precision) aggregates the seeds; targets (``bench.targets``) on graphs
 whose accuracy is comparable (Planetoid, not a stand-in): min argmax agreement over seeds >=
-``agreement`` and |mean accuracy - float32 mean accuracy| <= ``accuracy_points`` points.
+``agreement`` and |mean accuracy - float32 mean accuracy| <= ``accuracy_points`` points; on any graph,
+the speed ratio to float32 of ``speedup_vs_fp32`` (per dataset and precision).
 """
 from __future__ import annotations
 
@@ -183,6 +184,7 @@ def targets(summary: list[dict], rows: list[dict], t) -> list[dict]:
                                    f"({r['error']})"} for r in rows if "error" in r]
     for s in summary:
         case = f"{s['label']} · {s['model'].upper()}"
+        res += _speed_target(s, case, t)
         if s["precision"] == "fp32":
             res.append({"pass": s["fp32_agrees_with_pyg"],
                         "what": f"{case}: sgnn fp32 agrees with PyG fp32 (the reference) in all {s['seeds']} "
@@ -199,6 +201,17 @@ def targets(summary: list[dict], rows: list[dict], t) -> list[dict]:
                             f"{d:+.2f} points (mean of {s['seeds']} seeds; target within "
                             f"±{float(t.accuracy_points)} points)"})
     return res
+
+
+def _speed_target(s: dict, case: str, t) -> list[dict]:
+    """The issue's speed ratio (e.g. bf16 >= 2x fp32 on arXiv): ``t.speedup_vs_fp32[dataset][precision]``."""
+    need = ((t.get("speedup_vs_fp32") or {}).get(s["dataset"]) or {}).get(s["precision"])
+    if need is None:
+        return []
+    v = s["speedup_vs_fp32"]
+    what = (f"{case} {s['precision']}: inference {v:.2f}× fp32 (median of {s['seeds']} seed(s); "
+            f"target ≥ {need}×; speed: indicative)")
+    return [{"pass": v >= float(need), "what": what}]
 
 
 ROW_COLUMNS = ["dataset", "model", "seed", "precision", "test acc", "Δ acc (pt)", "argmax agree",
