@@ -108,7 +108,7 @@ def test_precision_entry_fields_and_sane_values(cora_run):
     saved = json.loads((tmp / "out" / "results.json").read_text())
     assert saved["bench"] == "precision" and saved["machine"]["flags"] == machine_info()["flags"]
     assert saved["rows"][1]["argmax_agreement"] == bf16["argmax_agreement"]
-    assert (tmp / "out" / "results.csv").exists()
+    assert (tmp / "out" / "results.csv").exists() and (tmp / "out" / "results.partial.json").exists()
 
 
 def test_precision_entry_detects_a_wrong_float32_output(cora_run, monkeypatch):

@@ -26,6 +26,7 @@ import os
 import statistics
 import traceback
 import types
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf, open_dict
@@ -35,7 +36,8 @@ from .machine import Quiet, header_lines, log, machine_info
 from .memory import release_memory
 from .models import sgnn_forward
 from .pipeline import check
-from .report import load_note, ms, print_grid, print_targets, stdout, versions, write_results
+from .report import (load_note, ms, print_grid, print_targets, stdout, versions, write_json,
+                     write_results)
 from .timing import adaptive_repetitions, time_calls
 from .train import accuracy, load_or_train
 
@@ -273,6 +275,7 @@ def run(cfg, out_dir) -> dict:
     for c, g in cases.graphs(cfg, b.datasets):
         res["graphs"][g.name] = cases.graph_info(g)
         res["rows"] += bench_graph(c, g, b, quiet, bool(cfg.progress))
+        write_json(res, Path(out_dir) / "results.partial.json")    # what a stopped run has measured
         del g
         release_memory()
     res["summary"] = summarise(res["rows"])
