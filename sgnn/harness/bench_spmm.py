@@ -4,13 +4,15 @@ A is the GCN-normalised adjacency D^-1/2 (A + I) D^-1/2 of each ``bench.datasets
 harness: the same graph for the same seed in every entry), shared where a framework can share sgnn's
 int32 CSR; X is n x F float32 for each ``bench.features``. Every output is checked against sgnn's before
 it is timed; timed sgnn calls run under ``sgnn.config(assert_cached=True)``. scipy runs on one thread.
+Reduced precision (``bench.narrow``): on its graphs and F, sgnn alone also runs A and X in bfloat16 /
+float16 (no peer has a narrow CSR SpMM on CPU), checked against sgnn float32 on the same rounded inputs
+(max |y - ref| / max |ref| <= ``bench.narrow.tolerance``), with its speed ratio to sgnn float32.
 
-Per (graph, F, framework): median and p10-p90 ms, GFLOP/s (2 nnz F / t), the fraction of the memory
-floor (4(n+1) + 8 nnz + 8 n F bytes over the copy bandwidth) and of the gather roofline (bytes gathered,
-4 nnz F, plus bytes streamed, 4(n+1) + 8 nnz + 4 n F, over the best bandwidth of gathering nnz random
-rows (at most ``gather_buffer_mib`` of them) of width F from an n x F matrix, measured per (graph, F)),
-sgnn's speedup, other processes' load.
-Then the latencies (spmm_latency.py) on the first graph, and PASS/FAIL against ``bench.targets``.
+Per (graph, F, dtype, framework): median and p10-p90 ms, GFLOP/s (2 nnz F / t), the fraction of the
+memory floor (over the copy bandwidth) and of the gather roofline (bytes gathered + streamed over the
+best bandwidth of gathering nnz random rows (at most ``gather_buffer_mib`` of them) of width F in that
+dtype, measured per (graph, F, dtype)); byte formulas in roofline.py; sgnn's speedup, other processes'
+load. Then the latencies (spmm_latency.py) on the first graph, and PASS/FAIL against ``bench.targets``.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ import torch
 from omegaconf import OmegaConf
 
 from . import cases
-from .machine import Quiet, copy_bandwidth, gather_bandwidth, header_lines, log, machine_info
+from .machine import Quiet, copy_bandwidth, header_lines, log, machine_info
 from .models import gcn_edge_weights
 from .report import load_note, print_grid, print_targets, stdout, versions, write_results
+from .roofline import SHORT, dtype_of, fractions, gather_bandwidth, gather_rows
 from .spmm_latency import SPEC, first_compile, new_process, warm_call
 from .spmm_latency import lines as latency_lines
 from .timing import adaptive_repetitions, time_calls
@@ -53,16 +56,6 @@ def operator(graph) -> Operator:
     return Operator(graph.name, graph.label, int(d.num_nodes), torch.stack([src, dst]), w.contiguous())
 
 
-def floor_bytes(n: int, nnz: int, f: int) -> int:
-    """Fewest bytes an SpMM must move: pos, crd + values once (int32, float32), X read, Y written once."""
-    return 4 * (n + 1) + 8 * nnz + 8 * n * f
-
-
-def roofline_bytes(n: int, nnz: int, f: int) -> int:
-    """Bytes at gather bandwidth: nnz rows of X gathered, plus pos, crd, values and Y streamed."""
-    return 4 * nnz * f + 4 * (n + 1) + 8 * nnz + 4 * n * f
-
-
 def prepare(op: Operator, frameworks) -> dict:
     """Per framework, X -> A X on the same matrix A[target, source]."""
     import sgnn
@@ -87,16 +80,22 @@ def _tensor(y) -> torch.Tensor:
     return y if isinstance(y, torch.Tensor) else torch.from_numpy(y)
 
 
-def _verify(fw: str, fn, X, y, ref) -> dict:
-    err = float((y - ref).abs().max())
-    out = {"max_abs_diff": err, "verified": bool(torch.allclose(y, ref, rtol=1e-4, atol=1e-4))}
+def _verify(fw: str, fn, X, y, ref, tol: float | None = None) -> dict:
+    """float32: allclose(rtol=atol=1e-4); narrow (``tol``): max |y - ref| / max |ref| <= tol."""
+    err = float((y.float() - ref).abs().max())
+    if tol is None:
+        out = {"max_abs_diff": err, "verified": bool(torch.allclose(y, ref, rtol=1e-4, atol=1e-4))}
+    else:
+        rel = err / max(float(ref.abs().max()), 1e-30)
+        out = {"max_abs_diff": err, "rel_error": rel, "tolerance": tol, "verified": rel <= tol}
     if not out["verified"]:                         # flaky or wrong? call it again a few times
-        out["mismatch_again"] = [float((_tensor(fn(X)) - ref).abs().max()) for _ in range(3)]
+        out["mismatch_again"] = [float((_tensor(fn(X)).float() - ref).abs().max()) for _ in range(3)]
         log(f"MISMATCH {fw}: max |diff| = {err:.3g}; 3 more calls: {out['mismatch_again']}")
     return out
 
 
-def measure(fw: str, fn, X, ref, b, quiet: Quiet) -> tuple[dict, torch.Tensor | None]:
+def measure(fw: str, fn, X, ref, b, quiet: Quiet,
+            tol: float | None = None) -> tuple[dict, torch.Tensor | None]:
     """Check ``fn(X)`` against ``ref``, then time it; (row, output), the row says 'error' on failure."""
     import sgnn
     row = {"framework": fw, "threads": 1 if fw == "scipy" else torch.get_num_threads()}
@@ -105,7 +104,7 @@ def measure(fw: str, fn, X, ref, b, quiet: Quiet) -> tuple[dict, torch.Tensor | 
         y = _tensor(fn(X))
         row["first_call_s"] = time.perf_counter() - t0
         if ref is not None:
-            row.update(_verify(fw, fn, X, y, ref))
+            row.update(_verify(fw, fn, X, y, ref, tol))
         reps, _ = adaptive_repetitions(lambda: fn(X), int(b.repetitions), int(b.min_repetitions),
                                        float(b.budget_s))
 
@@ -121,38 +120,64 @@ def measure(fw: str, fn, X, ref, b, quiet: Quiet) -> tuple[dict, torch.Tensor | 
 
 
 def bench_graph(op: Operator, b, quiet: Quiet, copy_bw: float) -> tuple[list[dict], list[dict]]:
-    """Rows of every (F, framework) on one graph, and the gather roofline per F."""
+    """Rows of every (F, dtype, framework) on one graph, and the gather roofline per (F, dtype)."""
     fns, rows, roofs = prepare(op, list(b.frameworks)), [], []
     gen = torch.Generator().manual_seed(1234)
-    cap, reps = int(b.gather_buffer_mib) * 2**20, int(b.gather_reps)
     for f in b.features:
         f = int(f)
         X = torch.randn(op.n, f, generator=gen)
-        k = max(1, min(op.nnz, cap // (4 * f)))
-        roof, load = quiet.timed(lambda f=f, k=k: gather_bandwidth(op.n, f, k, reps))
-        roofs.append({"dataset": op.name, **roof, **load})
+        roof = roofline(op, f, torch.float32, b, quiet)
         sg, ref = measure("sgnn", fns["sgnn"], X, None, b, quiet)
         if ref is None and "torch.sparse.mm" in fns:    # sgnn failed: check the others against torch
             ref = _tensor(fns["torch.sparse.mm"](X))
         done = [sg] + [measure(fw, fns[fw], X, ref, b, quiet)[0] for fw in b.frameworks if fw != "sgnn"]
         for r in done:
-            r.update(dataset=op.name, label=op.label, n=op.n, nnz=op.nnz, F=f)
-            _derived(r, sg, copy_bw, roof["bytes_per_s"])
-        rows += done
-        log(f"{op.name} F={f}: " + ", ".join(f"{r['framework']} {r['median_ms']:.3f} ms" for r in done
-                                            if "median_ms" in r))
+            r.update(dataset=op.name, label=op.label, n=op.n, nnz=op.nnz, F=f, dtype="fp32")
+            _derived(r, sg, copy_bw, roof)
+        narrow, nroofs = bench_narrow(op, f, X, sg, b, quiet, copy_bw)
+        rows, roofs = rows + done + narrow, roofs + [roof] + nroofs
+        log(f"{op.name} F={f}: " + ", ".join(f"{r['framework']} {r['dtype']} {r['median_ms']:.3f} ms"
+                                            for r in done + narrow if "median_ms" in r))
     return rows, roofs
 
 
-def _derived(r: dict, sg: dict, copy_bw: float, gather_bw: float) -> None:
+def roofline(op: Operator, f: int, dtype: torch.dtype, b, quiet: Quiet) -> dict:
+    """The gather roofline of (graph, F, dtype), with the other processes' load while it ran."""
+    k = gather_rows(op.n, op.nnz, f, dtype, int(b.gather_buffer_mib))
+    roof, load = quiet.timed(lambda: gather_bandwidth(op.n, f, k, dtype, int(b.gather_reps)))
+    return {"dataset": op.name, **roof, **load}
+
+
+def bench_narrow(op: Operator, f: int, X, sg: dict, b, quiet: Quiet, copy_bw: float):
+    """sgnn in each ``bench.narrow.dtypes`` on this (graph, F) when ``bench.narrow`` lists them."""
+    import sgnn
+    nb = b.get("narrow")
+    if not nb or op.name not in list(nb.datasets) or f not in [int(v) for v in nb.features]:
+        return [], []
+    rows, roofs = [], []
+    for name in nb.dtypes:
+        dt = dtype_of(name)
+        A = sgnn.SparseTensor.from_edge_index(op.edge_index, num_nodes=op.n, values=op.weight.to(dt))
+        Xn = X.to(dt)
+        ref = sgnn.einsum(SPEC, A.with_values(A.values.float()), Xn.float())   # float32, same inputs
+        roof = roofline(op, f, dt, b, quiet)
+        r, _ = measure("sgnn", lambda x, A=A: sgnn.einsum(SPEC, A, x), Xn, ref, b, quiet,
+                       tol=float(nb.tolerance[SHORT[dt]]))
+        r.update(dataset=op.name, label=op.label, n=op.n, nnz=op.nnz, F=f, dtype=SHORT[dt])
+        _derived(r, sg, copy_bw, roof)
+        if "median_ms" in r and "median_ms" in sg:
+            r["vs_fp32"] = sg["median_ms"] / r["median_ms"]
+        rows.append(r)
+        roofs.append(roof)
+    return rows, roofs
+
+
+def _derived(r: dict, sg: dict, copy_bw: float, roof: dict) -> None:
     if "median_ms" not in r:
         return
-    s, n, nnz, f = r["median_ms"] / 1e3, r["n"], r["nnz"], r["F"]
-    r["gflops"] = 2 * nnz * f / s / 1e9
-    r["floor_fraction"] = floor_bytes(n, nnz, f) / copy_bw / s
-    r["gather_bytes_per_s"] = gather_bw
-    r["roofline_fraction"] = roofline_bytes(n, nnz, f) / gather_bw / s
-    if r is not sg and "median_ms" in sg:
+    dt = dtype_of(r["dtype"])
+    r.update(fractions(r["median_ms"] / 1e3, r["n"], r["nnz"], r["F"], dt, copy_bw, roof["bytes_per_s"]))
+    if r is not sg and "median_ms" in sg and r["framework"] != "sgnn":
         r["sgnn_speedup"] = r["median_ms"] / sg["median_ms"]
 
 
@@ -185,6 +210,7 @@ def targets(rows: list[dict], lat: dict, t) -> list[dict]:
         res.append({"pass": s is not None and s >= need,
                     "what": f"sgnn vs torch.sparse.mm on {r['dataset']}, F={r['F']}: "
                             f"{f'{s:.2f}×' if s is not None else 'n/a (error)'} (target ≥ {need}×)"})
+    res += narrow_targets(rows, t)
     if lat.get("first_compile"):
         ms = lat["first_compile"][0]["ms"]
         res.append({"pass": ms < float(t.first_compile_ms),
@@ -200,6 +226,29 @@ def targets(rows: list[dict], lat: dict, t) -> list[dict]:
         res.append({"pass": w["sgnn_median_us"] < float(t.warm_call_us),
                     "what": f"warm in-process call, F=16: {w['sgnn_median_us']:.1f} µs (median of "
                             f"{w['calls']}; target < {t.warm_call_us} µs)"})
+    return res
+
+
+def narrow_targets(rows: list[dict], t) -> list[dict]:
+    """Reduced precision: sgnn narrow vs sgnn float32 (``t.narrow_vs_fp32`` per dtype) and every sgnn
+    SpMM of the narrow cases (all dtypes) at >= ``t.roofline_fraction`` of its gather roofline."""
+    res, need_roof = [], t.get("roofline_fraction")
+    cases = {(r["dataset"], r["F"]) for r in rows if r["dtype"] != "fp32"}
+    for r in rows:
+        if r["framework"] != "sgnn" or (r["dataset"], r["F"]) not in cases:
+            continue
+        what = f"sgnn {r['dtype']} SpMM on {r['dataset']}, F={r['F']}"
+        need = (t.get("narrow_vs_fp32") or {}).get(r["dtype"])
+        if need is not None:
+            v = r.get("vs_fp32")
+            res.append({"pass": v is not None and v >= need,
+                        "what": f"{what} vs sgnn fp32: {f'{v:.2f}×' if v is not None else 'n/a (error)'} "
+                                f"(target ≥ {need}×)"})
+        if need_roof is not None:
+            v = r.get("roofline_fraction")
+            res.append({"pass": v is not None and v >= need_roof,
+                        "what": f"{what}: {f'{100 * v:.0f}%' if v is not None else 'n/a (error)'} of the "
+                                f"gather roofline (target ≥ {100 * need_roof:.0f}%)"})
     return res
 
 
@@ -243,14 +292,17 @@ def report(res: dict) -> None:
          f"float32, read+write bytes; best {bw['best_gb_per_s']:.2f})")]
     head += [f"graph {k}: {g['label']}; n={g['nodes']:,}, nnz={g['nnz_with_self_loops']:,} (with self loops)"
              for k, g in res["graphs"].items()]
-    print_grid("SpMM Y = A·X, float32, GCN-normalised A; % floor: memory floor over copy bandwidth; % roof: "
-               "gather roofline (gathered + streamed bytes over the gather bandwidth of that graph and F); "
-               "sgnn speedup = framework time / sgnn time; others = cores used by other processes",
+    print_grid("SpMM Y = A·X, GCN-normalised A (values and X in the row's dtype); % floor: memory floor "
+               "over copy bandwidth; % roof: gather roofline (gathered + streamed bytes over the gather "
+               "bandwidth of that graph, F and dtype); sgnn speedup = framework time / sgnn fp32 time; "
+               "vs fp32 = sgnn fp32 time / this time; others = cores used by other processes",
                COLUMNS, [_cells(r) for r in res["rows"]], caption=head, right=set(COLUMNS) - LEFT)
-    cols = ["dataset", "n", "F", "rows", "GB/s (best)", "GB/s (median)", "runs", "others"]
+    cols = ["dataset", "n", "F", "dtype", "rows", "GB/s (best)", "GB/s (median)", "runs", "others"]
     print_grid("Gather roofline (the best run is the roofline): torch.index_select of nnz random rows (at "
-               "most a buffer's worth) of an n × F matrix, int32 indices; bytes = rows·F·4 + rows·4", cols,
-               [[g["dataset"], f"{g['n']:,}", g["F"], f"{g['rows']:,}", f"{g['best_gb_per_s']:.2f}",
+               "most a buffer's worth) of an n × F matrix, int32 indices; bytes = rows·F·e + rows·4 (e: "
+               "element size)", cols,
+               [[g["dataset"], f"{g['n']:,}", g["F"], g["dtype"], f"{g['rows']:,}",
+                 f"{g['best_gb_per_s']:.2f}",
                  f"{g['median_gb_per_s']:.2f}", g["reps"], f"{g['others_cores']:.2f}"]
                 for g in res["gather_roofline"]], caption=header_lines(info), right=set(cols[1:]))
     lat = res["latency"]
@@ -264,17 +316,18 @@ def report(res: dict) -> None:
         stdout.print(note, highlight=False)
 
 
-COLUMNS = ["dataset", "n", "nnz", "F", "framework", "thr", "median ms", "p10–p90 ms", "GFLOP/s", "% floor",
-           "% roof", "sgnn speedup", "check", "others"]
-LEFT = {"dataset", "framework", "check"}
+COLUMNS = ["dataset", "n", "nnz", "F", "dtype", "framework", "thr", "median ms", "p10–p90 ms", "GFLOP/s",
+           "% floor", "% roof", "sgnn speedup", "vs fp32", "check", "others"]
+LEFT = {"dataset", "dtype", "framework", "check"}
 
 
 def _cells(r: dict) -> list:
-    head = [r["dataset"], f"{r['n']:,}", f"{r['nnz']:,}", r["F"], r["framework"], r["threads"]]
+    head = [r["dataset"], f"{r['n']:,}", f"{r['nnz']:,}", r["F"], r["dtype"], r["framework"], r["threads"]]
     if "median_ms" not in r:
-        return head + ["ERROR", r.get("error", "")[:60]] + [""] * 6
-    check = "ref" if r["framework"] == "sgnn" else ("ok" if r.get("verified") else "MISMATCH")
+        return head + ["ERROR", r.get("error", "")[:60]] + [""] * 7
+    check = "ref" if "verified" not in r else ("ok" if r["verified"] else "MISMATCH")
     speedup = f"{r['sgnn_speedup']:.2f}×" if "sgnn_speedup" in r else "—"
+    vs32 = f"{r['vs_fp32']:.2f}×" if "vs_fp32" in r else "—"
     return head + [f"{r['median_ms']:.3f}", f"{r['p10_ms']:.3f}–{r['p90_ms']:.3f}", f"{r['gflops']:.2f}",
                    f"{100 * r['floor_fraction']:.1f}%", f"{100 * r['roofline_fraction']:.1f}%", speedup,
-                   check, f"{r['others_cores']:.2f}"]
+                   vs32, check, f"{r['others_cores']:.2f}"]
