@@ -1,5 +1,5 @@
 """The machine under the benchmarks: CPU model, flags and caches (lscpu), the load of other processes
-(waiting for a quiet machine), copy bandwidth and the gather roofline of random feature rows."""
+(waiting for a quiet machine) and copy bandwidth (the gather roofline per dtype: ``roofline.py``)."""
 from __future__ import annotations
 
 import os
@@ -167,20 +167,3 @@ def copy_bandwidth(mib: int = 256, reps: int = 15) -> dict:
     nbytes = 2 * n * 4
     return {"bytes_per_s": nbytes / t.median_s, "gb_per_s": nbytes / t.median_s / 1e9, "mib": mib,
             "reps": reps, "threads": torch.get_num_threads(), "best_gb_per_s": nbytes / t.min_ms * 1e3 / 1e9}
-
-
-def gather_bandwidth(n: int, f: int, rows: int, reps: int = 7, seed: int = 0) -> dict:
-    """The gather roofline of SpMM: ``rows`` uniformly random rows of an ``n x f`` float32 matrix, read by
-    one ``torch.index_select(X, 0, idx, out=buf)`` (int32 indices, as a CSR's columns) into a
-    ``rows x f`` buffer. Bytes = rows * f * 4 + rows * 4 (the buffer's writes are not counted);
-    ``bytes_per_s`` is the best of ``reps`` runs (a roofline: what this machine reaches), the median
-    is reported next to it. (Many small index_select calls into a cache-sized buffer measured slower.)"""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, f, generator=gen)
-    idx = torch.randint(0, n, (rows,), generator=gen, dtype=torch.int32)
-    buf = torch.empty(rows, f)
-    t = time_calls(lambda: torch.index_select(x, 0, idx, out=buf), reps, warmup=1)
-    nbytes = rows * f * 4 + rows * 4
-    best = nbytes / t.min_ms * 1e3
-    return {"n": n, "F": f, "rows": rows, "bytes": nbytes, "bytes_per_s": best, "best_gb_per_s": best / 1e9,
-            "median_gb_per_s": nbytes / t.median_s / 1e9, "reps": reps, "threads": torch.get_num_threads()}
