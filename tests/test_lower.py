@@ -173,3 +173,14 @@ def test_show_prints_loop_notation_without_c(S):
     assert "for v_i" in text and "parallel" in text and "tile" in text
     for c_syntax in ("sg::", "int64_t", "[", ";", "#pragma"):
         assert c_syntax not in text, c_syntax
+
+
+def test_reduction_nested_in_a_sparse_reduction_is_refused_by_name():
+    """Σ_j A_ij Σ_c G_ihc X_jhc: the inner sum needs j and the innermost dense h; a clear refusal
+    before any C++ exists (it was a bare KeyError in the lowering)."""
+    i, j, h, c = sgnn.indices("i j h c")
+    A, G, X = sgnn.tensors("A G X")
+    stmt = sgnn.compute((i, h), sgnn.sum_(j, sgnn.pattern(A[i, j]) * sgnn.sum_(c, G[i, h, c] * X[j, h, c])))
+    adj = sgnn.SparseTensor.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]), num_nodes=3)
+    with pytest.raises(sgnn.errors.NotSupported, match="evaluate the inner reduction as a statement"):
+        sgnn.evaluate(stmt, A=adj, G=torch.randn(3, 2, 4), X=torch.randn(3, 2, 4))

@@ -83,6 +83,10 @@ class ScalarRules:
             a = e.access
             return Select(Var(env.guard[a]), ONE, ZERO) if a in env.guard else ONE
         if isinstance(e, Reduce):
+            if e not in self.ws:
+                raise NotSupported(f"cannot lower {e}: a reduction nested inside it uses its index and a "
+                                   f"dense output index that runs innermost; evaluate the inner reduction "
+                                   f"as a statement of its own first")
             name, dims, *div = self.ws[e]
             ref = self.ws_ref(name, dims)
             if div:  # a softmax-weighted sum: divide by its normaliser (0 for a row without entries)
