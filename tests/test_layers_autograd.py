@@ -10,7 +10,6 @@ import torch
 import torch_geometric.nn as pyg
 
 from layer_helpers import features, make_graph, randomize_zero_parameters, rel_error
-from sgnn.errors import NotSupported
 from sgnn.layers import GATConv, GCNConv, SAGEConv, from_pyg
 
 RTOL = 1e-4
@@ -119,15 +118,6 @@ def test_two_layer_training_matches_pyg():
         losses.append(run)
     for a, b in zip(*losses):
         assert abs(a - b) <= 1e-4 * abs(b)
-
-
-def test_edge_weight_gradients_are_refused_clearly():
-    n, ei = make_graph("directed")
-    w = torch.rand(ei.size(1), requires_grad=True)
-    with pytest.raises(NotSupported, match="edge_weight"):
-        GCNConv(8, 4)(features(n, 8), ei, w)
-    with torch.no_grad():
-        GCNConv(8, 4)(features(n, 8), ei, w)  # fine without autograd
 
 
 def test_double_backward_is_refused():

@@ -133,10 +133,3 @@ def is_lazy(*mods) -> bool:
 def records(*ts) -> bool:
     """True when autograd records an operation on any of these tensors (or parameters)."""
     return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in ts)
-
-
-def refuse_grad(what: str, *ts) -> None:
-    """Refuse to run when autograd would need a gradient sgnn cannot give yet."""
-    if records(*ts):
-        raise NotSupported(f"gradients w.r.t. {what} are not supported yet; detach it "
-                           f"(or run under torch.no_grad())")

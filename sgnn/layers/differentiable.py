@@ -3,8 +3,10 @@
 Sum and mean run through ``ops.spmm``, max and min through ``attention.extreme``: sgnn kernels
 forward and backward, the backward derived by ``engine.derive`` (``Âᵀ G``; for max/min the
 gradient routed to the extreme entries, ties split as torch's ``scatter_reduce``). PyG's
-aggregation modules run as edge messages on torch ops, with PyG's gradients. GAT's counterpart
-is ``edgewise.py``.
+aggregation modules run as edge messages on torch ops, with PyG's gradients. Edge values that
+require grad (``edge_values.live``) enter as the adjacency's values, differentiable through
+``ops.spmm`` / ``attention.extreme`` (an SDDMM sampled at the pattern). GAT's counterpart is
+``edgewise.py``.
 """
 from __future__ import annotations
 
@@ -25,19 +27,25 @@ def _unflat(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out.reshape(out.shape[0], like.shape[0], -1).transpose(0, 1) if like.dim() == 3 else out
 
 
-def gcn(conv, x, g: Graph, d, e, cnt) -> torch.Tensor:
+def gcn(conv, x, g: Graph, d, e, cnt, values=None) -> torch.Tensor:
     """GCNConv: sum/mean through ``ops.spmm``, max/min through ``attention.extreme`` over the
-    explicitly normalised adjacency (its self loops stored as values)."""
+    explicitly normalised adjacency (its self loops stored as values). ``values``: the adjacency's
+    values in CSR order when they carry a gradient (``d``, ``e`` then come from ``norm.gcn_live``)."""
     z = ops.linear(x, conv.lin.weight)
     zf = _flat(z)
     dt = zf.dtype
     if conv.aggr in ("max", "min"):
-        adj = norm.explicit(g, conv.improved, conv.add_self_loops, conv.normalize, dt)
+        if values is None:
+            adj = norm.explicit(g, conv.improved, conv.add_self_loops, conv.normalize, dt)
+        else:
+            adj = norm.explicit_live(g, values, (d, d, e, cnt), conv.improved, conv.add_self_loops,
+                                     conv.normalize, dt)
         out = attention.extreme(adj, zf, conv.aggr)
     else:
         inner, left, loop = norm.scales(d, e, cnt, dt, conv.normalize, conv.aggr == "mean")
         src = zf * inner.view(-1, 1) if inner is not None else zf
-        out = ops.spmm(norm.values_as(g, dt), src)
+        adj = norm.values_as(g, dt) if values is None else g.adj.with_values(values.to(dt))
+        out = ops.spmm(adj, src)
         if left is not None:
             out = out * left.view(-1, 1)
         if loop is not None:

@@ -10,9 +10,9 @@ from ..engine import layerplan
 from ..engine.explain import note
 from ..engine.expr import Statement, compute, indices, max_, min_, sum_, tensors
 from ..errors import NotSupported
-from . import differentiable, norm
+from . import differentiable, edge_values, norm
 from .activation import resolve
-from .conv import Conv, make_linear, materialize, records, refuse_grad
+from .conv import Conv, make_linear, materialize, records
 from .graph import Graph
 from .inputs import check_x
 
@@ -30,7 +30,10 @@ class GCNConv(Conv):
     ``(ÂX)W``, whichever moves fewer values through the sparse product. Self loops follow PyG's
     rule per input: an ``edge_index``'s loops are replaced by one per node; a sparse ``adj_t``'s
     diagonal gets the loop weight added. Under autograd, forward and
-    backward of the aggregation run through sgnn kernels (``Âᵀ G`` for the gradient).
+    backward of the aggregation run through sgnn kernels (``Âᵀ G`` for the gradient); an
+    ``edge_weight`` (or a sparse ``adj_t``'s values) that requires grad gets PyG's gradient, in
+    the caller's edge order: the normalisation is then computed from it by differentiable torch
+    ops, the values' gradient is the derived SDDMM (``edge_values.py``).
 
     Args:
         in_channels (int): input features per node (-1: inferred at the first call).
@@ -78,6 +81,7 @@ class GCNConv(Conv):
         else:
             self.register_parameter("bias", None)
         self._cached_graph: Graph | None = None
+        self._cached_live: tuple | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -85,32 +89,45 @@ class GCNConv(Conv):
             nn.init.xavier_uniform_(self.lin.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-        self._cached_graph = None
+        self._cached_graph = self._cached_live = None
 
     @property
     def _cached_edge_index(self):
         """PyG's name for the kept graph of a ``cached`` conv (here the ``Graph`` itself, or None)."""
         return self._cached_graph
 
-    def _graph(self, x, edge_index, edge_weight) -> Graph:
+    def _graph(self, x, edge_index, edge_weight):
+        """(graph, live) for this call: ``live`` is (values, d, e, count) when autograd records on
+        the edge values (``edge_values.live``; ``d``, ``e`` then carry their gradient), else None.
+        A ``cached`` conv keeps both from its first call, as PyG keeps its normalised weights
+        (with their autograd graph: a second backward through them fails as in PyG)."""
         if self.cached and self._cached_graph is not None:
-            return self._cached_graph
-        g = self.graph(edge_index, x.shape[-2], x.shape[-2], edge_weight)
+            return self._cached_graph, self._cached_live
+        grad = edge_values.wanted(edge_index, edge_weight)
+        pattern_only = grad and edge_values.from_edge_index(edge_index)  # values: edge_values.live
+        g = self.graph(edge_index, x.shape[-2], x.shape[-2], None if pattern_only else edge_weight)
+        values = edge_values.live(g, edge_index, edge_weight) if grad else None
+        live = None
+        if values is not None:
+            d, _, e, cnt = norm.gcn_live(g, values, self.improved, self.add_self_loops)
+            live = (values, d, e, cnt)
         if self.cached:
-            self._cached_graph = g
-        return g
+            self._cached_graph, self._cached_live = g, live
+        return g, live
 
     def forward(self, x, edge_index, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         check_x(x, static=True)
         if isinstance(x, torch.Tensor):
             self.check_node_dim(x, (2, 3))
         materialize(self.lin, x, nn.init.xavier_uniform_)
-        refuse_grad("edge_weight", edge_weight)
-        g = self._graph(x, edge_index, edge_weight)
-        if records(x, self.lin.weight, self.bias) or x.ndim == 3:
+        g, live = self._graph(x, edge_index, edge_weight)
+        if live is not None or records(x, self.lin.weight, self.bias) or x.ndim == 3:
             note(lambda: "autograd or a static batch: the differentiable formulation (ops.spmm, derived backward)")
             if g.distributed:
                 raise NotSupported("GCNConv: training on a partitioned graph is not supported yet")
+            if live is not None:
+                values, d, e, cnt = live
+                return differentiable.gcn(self, x, g, d, e, cnt, values)
             d, _, e, cnt = norm.gcn(g, self.improved, self.add_self_loops)
             return differentiable.gcn(self, x, g, d, e, cnt)
         w = self.lin.weight

@@ -136,11 +136,19 @@ class Graph:
             count = torch.zeros(n, dtype=torch.float64).index_add_(0, node, torch.ones_like(w))
             last = torch.zeros(n, dtype=torch.float64)
             if at.numel():  # the last loop edge (by original order) wins, as in PyG
-                order = torch.argsort(self.edge_perm[at]) if self._perm is not None and \
-                    bool((count > 1).any()) else torch.arange(at.numel())
+                order = self.loop_order()
                 last[node[order]] = w[order]
             return count > 0, last, total, count
         return self.derived("loop_weights", make)
+
+    def loop_order(self) -> torch.Tensor:
+        """The stored self loops (``loops()``'s entries) in the caller's edge order."""
+        def make():
+            at, node = self.loops()
+            if self._perm is None or at.numel() == torch.unique(node).numel():
+                return torch.arange(at.numel())
+            return torch.argsort(self.edge_perm[at])
+        return self.derived("loop_order", make)
 
     def without_self_loops(self) -> "Graph":
         """The stored self loops removed (a copy; values and edge order kept)."""
@@ -350,5 +358,7 @@ def _graph_from_sorted_edge_index(ei, num_src: int, num_dst: int, w, flip: bool)
 def _graph_from_sparse(t: SparseTensor) -> Graph:
     if t.ndim != 2:
         raise UserError(f"Expected a 2-dimensional adjacency (got {t.ndim} dimensions)")
+    if t.values is not None and t.values.requires_grad:  # the cached graph holds its values detached
+        t = t.with_values(t.values.detach())
     a = t if t.format in (CSR, Format("du")) else t.to(CSR)
     return Graph(a, from_sparse=True)

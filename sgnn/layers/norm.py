@@ -14,8 +14,9 @@ from .graph import Graph
 
 
 def inv_sqrt(deg: torch.Tensor) -> torch.Tensor:
+    """``deg^-1/2``, 0 where the degree is 0 (PyG's rule; differentiable, as in PyG)."""
     dinv = deg.pow(-0.5)
-    return dinv.masked_fill_(torch.isinf(dinv), 0.0)
+    return dinv.masked_fill(torch.isinf(dinv), 0.0)
 
 
 def inv(deg: torch.Tensor, dtype) -> torch.Tensor:
@@ -52,22 +53,42 @@ def gcn(g: Graph, improved: bool, add_self_loops: bool):
     The loop weight: for an ``edge_index``, an existing loop's weight (with edge weights) or 1,
     else 2 if ``improved`` (and edge weights are given); for a sparse ``adj_t``, the stored
     diagonal plus 1 (2 if ``improved``)."""
-    def make():
-        deg, cnt = g.in_degree(), g.in_degree(weighted=False)
-        if not add_self_loops:
-            d = inv_sqrt(deg)
-            return d, g.sources(d), None, cnt
-        has, last, stored, nloops = g.loop_weights()
-        fill = 2.0 if improved else 1.0
-        if g.from_sparse:
-            loop = stored + fill
-        elif g.adj.values is None:
-            loop = torch.ones_like(stored)
-        else:
-            loop = torch.where(has, last, torch.full_like(stored, fill))
-        d = inv_sqrt(deg - stored + loop)
-        return d, g.sources(d), (loop - stored) * d * d, cnt - nloops + 1
-    return g.derived(("gcn", improved, add_self_loops), make)
+    return g.derived(("gcn", improved, add_self_loops), lambda: _gcn(g, None, improved, add_self_loops))
+
+
+def gcn_live(g: Graph, values: torch.Tensor, improved: bool, add_self_loops: bool):
+    """``gcn``'s vectors as differentiable functions of the adjacency ``values`` (CSR order; not
+    cached): the degrees, the loop weights and ``d`` carry the values' gradient, as PyG's
+    ``gcn_norm`` does."""
+    return _gcn(g, values.to(torch.float64), improved, add_self_loops)
+
+
+def _gcn(g: Graph, w, improved: bool, add_self_loops: bool):
+    """``gcn`` from the graph's stored values (``w`` None) or from ``w`` (float64, CSR order)."""
+    cnt = g.in_degree(weighted=False)
+    if w is None:
+        deg = g.in_degree()
+    else:
+        deg = torch.zeros(g.num_dst, dtype=torch.float64).index_add(0, g.rows(), w)
+    if not add_self_loops:
+        d = inv_sqrt(deg)
+        return d, g.sources(d), None, cnt
+    has, last, stored, nloops = g.loop_weights()
+    if w is not None:
+        at, node = g.loops()
+        lw = w.index_select(0, at)
+        stored = torch.zeros(g.num_dst, dtype=torch.float64).index_add(0, node, lw)
+        order = g.loop_order()  # PyG writes the loops' weights in edge order: the last one wins
+        last = torch.zeros(g.num_dst, dtype=torch.float64).index_put((node[order],), lw[order])
+    fill = 2.0 if improved else 1.0
+    if g.from_sparse:
+        loop = stored + fill
+    elif w is None and g.adj.values is None:  # PyG: no edge weights, loops weigh 1 even if improved
+        loop = torch.ones_like(stored)
+    else:
+        loop = torch.where(has, last, torch.full_like(stored, fill))
+    d = inv_sqrt(deg - stored + loop)
+    return d, g.sources(d), (loop - stored) * d * d, cnt - nloops + 1
 
 
 def kernel_scales(g: Graph, improved: bool, add_self_loops: bool, normalize: bool, mean: bool, dtype):
@@ -91,19 +112,32 @@ def scales(d, e, cnt, dtype, normalize: bool, mean: bool):
 def coords(g: Graph, improved: bool, add_self_loops: bool, normalize: bool):
     """(target, source, weight) of every normalised message, PyG's self loops included (max/min)."""
     def make():
-        d, d_src, _, _ = gcn(g, improved, add_self_loops)
-        base = g.without_self_loops() if add_self_loops else g
-        rows, cols = base.rows(), base.cols()
-        w = torch.ones(rows.numel(), dtype=torch.float64) if base.adj.values is None \
-            else base.adj.values.to(torch.float64)
-        vals = d[rows] * w * d_src[cols] if normalize else w
-        if add_self_loops:
-            _, _, stored, _ = g.loop_weights()
-            loop_e = gcn(g, improved, add_self_loops)[2] + stored * d * d  # the loop's own weight
-            loops = torch.arange(base.num_dst)
-            rows, cols, vals = torch.cat([rows, loops]), torch.cat([cols, loops]), torch.cat([vals, loop_e])
-        return rows, cols, vals
+        d, d_src, e, _ = gcn(g, improved, add_self_loops)
+        return _messages(g, None, d, d_src, e, add_self_loops, normalize)
     return g.derived(("gcn-coords", improved, add_self_loops, normalize), make)
+
+
+def _messages(g: Graph, w, d, d_src, e, add_self_loops: bool, normalize: bool):
+    """``coords`` from the stored values (``w`` None) or from ``w`` (float64, CSR order) with the
+    ``gcn`` vectors computed from it."""
+    base = g.without_self_loops() if add_self_loops else g
+    rows, cols = base.rows(), base.cols()
+    if w is None:
+        wb = torch.ones(rows.numel(), dtype=torch.float64) if base.adj.values is None \
+            else base.adj.values.to(torch.float64)
+        stored = g.loop_weights()[2]
+    else:
+        at, node = g.loops()
+        keep = torch.ones(g.nnz, dtype=torch.bool)
+        keep[at] = False
+        wb = w[keep]
+        stored = torch.zeros(g.num_dst, dtype=torch.float64).index_add(0, node, w.index_select(0, at))
+    vals = d[rows] * wb * d_src[cols] if normalize else wb
+    if add_self_loops:
+        loops = torch.arange(base.num_dst)
+        loop_e = e + stored * d * d  # the loop's own weight
+        rows, cols, vals = torch.cat([rows, loops]), torch.cat([cols, loops]), torch.cat([vals, loop_e])
+    return rows, cols, vals
 
 
 def explicit(g: Graph, improved: bool, add_self_loops: bool, normalize: bool, dtype) -> SparseTensor:
@@ -112,3 +146,20 @@ def explicit(g: Graph, improved: bool, add_self_loops: bool, normalize: bool, dt
         rows, cols, vals = coords(g, improved, add_self_loops, normalize)
         return SparseTensor.from_coo(rows, cols, vals.to(dtype), tuple(g.adj.shape), sum_duplicates=False)
     return g.derived(("gcn-explicit", improved, add_self_loops, normalize, dtype), make)
+
+
+def explicit_live(g: Graph, w: torch.Tensor, vectors, improved: bool, add_self_loops: bool, normalize: bool,
+                  dtype) -> SparseTensor:
+    """``explicit`` with values that are differentiable functions of the adjacency values ``w``
+    (CSR order) through ``vectors = gcn_live(g, w, ...)``: the cached pattern, the messages'
+    weights gathered into its order."""
+    d, d_src, e, _ = vectors
+    _, _, vals = _messages(g, w.to(torch.float64), d, d_src, e, add_self_loops, normalize)
+
+    def perm():  # storage position in explicit -> message number (the same sort, run on ids)
+        rows, cols, _ = coords(g, improved, add_self_loops, normalize)
+        ids = torch.arange(rows.numel(), dtype=torch.float64)
+        return SparseTensor.from_coo(rows, cols, ids, tuple(g.adj.shape), sum_duplicates=False).values.long()
+    order = g.derived(("gcn-explicit-order", improved, add_self_loops, normalize), perm)
+    pattern_ = explicit(g, improved, add_self_loops, normalize, dtype)
+    return pattern_.with_values(vals.index_select(0, order).to(dtype))

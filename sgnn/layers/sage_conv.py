@@ -10,7 +10,7 @@ from torch import nn
 from ..engine import layerplan
 from ..engine.expr import Statement, compute, indices, max_, min_, pattern, sum_, tensors
 from ..errors import NotSupported
-from . import differentiable, norm, ops
+from . import differentiable, edge_values, norm, ops
 from .activation import resolve
 from .conv import Conv, make_linear, materialize, records
 from .inputs import check_x
@@ -27,7 +27,8 @@ class SAGEConv(Conv):
     is narrower than ``X``; max and min aggregate raw features). Other PyG aggregators (``"mul"``,
     ``"std"``, ``"lstm"``, lists, an ``Aggregation`` module...) run as PyG's own aggregation module
     on torch ops (PyG needed; imported only then). A sparse ``adj_t`` with values weighs its
-    messages, as PyG's sparse path does; an ``edge_index`` never does.
+    messages, as PyG's sparse path does (values that require grad get PyG's gradient); an
+    ``edge_index`` never does.
 
     Args:
         in_channels (int or tuple): input features (``(source, target)`` for bipartite graphs;
@@ -87,9 +88,12 @@ class SAGEConv(Conv):
         n_dst = size[1] if size is not None else (x_dst.shape[-2] if x_dst is not None else None)
         g = self.graph(edge_index, x_src.shape[-2], n_dst)
         adj = g.adj if g.from_sparse else norm.pattern(g)
+        values = edge_values.live(g, edge_index, None)  # a sparse adj_t's values that carry a gradient
+        if values is not None:
+            adj = adj.with_values(values)
         root = x_dst if self.root_weight else None
         self._materialize(x_src, root)
-        grad = records(x_src, x_dst, *self.parameters())
+        grad = values is not None or records(x_src, x_dst, *self.parameters())
         if self._native() and x_src.ndim == 2 and not grad:
             out = self._planned(g, adj, x_src, root)
             if not self.normalize:
