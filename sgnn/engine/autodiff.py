@@ -56,10 +56,17 @@ _NONE = torch.empty(0)  # stands for a pattern-only operand's missing values
 
 
 def _rebuild(names, structs, flat) -> dict:
+    """The operands from their (detached or saved) tensors. A sparse operand whose values are still
+    its own is passed as itself, so its cached conversions and partitions (the CSC of ``Aᵀ·G``)
+    serve every call instead of being rebuilt on a fresh copy."""
     ops = {}
     for n, st, t in zip(names, structs, flat):
-        ops[n] = t if st is None else (st if st.values is None else st.with_values(t))
+        ops[n] = t if st is None else (st if st.values is None or _same(st.values, t) else st.with_values(t))
     return ops
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
 
 
 class _Evaluate(torch.autograd.Function):

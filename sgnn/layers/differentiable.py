@@ -10,12 +10,20 @@ require grad (``edge_values.live``) enter as the adjacency's values, differentia
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
+from ..engine import SparseTensor, autodiff
+from ..engine.expr import Statement, compute, indices, sum_, tensors
+from ..engine.runtime import evaluate
 from ..errors import NotSupported
 from . import attention, norm, ops
 from .graph import Graph
+
+_i, _j, _k = indices("i j k")
+_A, _Z, _D, _R, _E = tensors("A Z d r e")
 
 
 def _flat(z: torch.Tensor) -> torch.Tensor:
@@ -27,47 +35,95 @@ def _unflat(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out.reshape(out.shape[0], like.shape[0], -1).transpose(0, 1) if like.dim() == 3 else out
 
 
+@functools.lru_cache(maxsize=None)
+def aggregation(inner: bool, left: bool, loop: bool) -> Statement:
+    """``r_i Σ_j A_ij d_j Z_jk + e_i Z_ik`` (``d``, ``r``, ``e`` where flagged): GCN's and SAGE's
+    sum/mean as one kernel, forward and (derived) backward, instead of an SpMM between row scalings."""
+    out = sum_(_j, _A[_i, _j] * _D[_j] * _Z[_j, _k]) if inner else sum_(_j, _A[_i, _j] * _Z[_j, _k])
+    out = _R[_i] * out if left else out
+    return compute((_i, _k), out + _E[_i] * _Z[_i, _k] if loop else out)
+
+
+def aggregate(adj: SparseTensor, z: torch.Tensor, inner=None, left=None, loop=None) -> torch.Tensor:
+    """``aggregation``'s statement on ``adj`` [N_dst, N_src] and ``z`` [N_src, F], differentiable
+    w.r.t. ``z``, the vectors and ``adj``'s values (its backward is what ``engine.derive`` derives)."""
+    dt = z.dtype
+    if adj.values is not None and adj.values.dtype != dt:
+        adj = adj.with_values(adj.values.to(dt))
+    if adj.values is None and "u" in adj.format.codes:  # repeated edges: keep their multiplicity
+        adj = adj.derived(("ones", dt), lambda: adj.with_values(torch.ones(adj.nnz, dtype=dt)))
+    ops_ = {"A": adj, "Z": z.contiguous()}
+    for name, v in (("d", inner), ("r", left), ("e", loop)):
+        if v is not None:
+            ops_[name] = v.to(dt).contiguous()
+    stmt = aggregation(inner is not None, left is not None, loop is not None)
+    return autodiff.evaluate(stmt, ops_, _run) if autodiff.needs_grad(ops_) else _run(stmt, ops_)
+
+
+def _run(stmt, ops_):
+    return evaluate(stmt, ops_)
+
+
+def _dense(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.layout == torch.strided
+
+
 def gcn(conv, x, g: Graph, d, e, cnt, values=None) -> torch.Tensor:
-    """GCNConv: sum/mean through ``ops.spmm``, max/min through ``attention.extreme`` over the
-    explicitly normalised adjacency (its self loops stored as values). ``values``: the adjacency's
-    values in CSR order when they carry a gradient (``d``, ``e`` then come from ``norm.gcn_live``)."""
-    z = ops.linear(x, conv.lin.weight)
-    zf = _flat(z)
-    dt = zf.dtype
+    """GCNConv: sum/mean through ``aggregate`` (``(ÂX)W`` when that is narrower, as the planner
+    orders inference), max/min through ``attention.extreme`` over the explicitly normalised
+    adjacency (its self loops stored as values). ``values``: the adjacency's values in CSR order
+    when they carry a gradient (``d``, ``e`` then come from ``norm.gcn_live``)."""
+    w = conv.lin.weight
     if conv.aggr in ("max", "min"):
+        z = ops.linear(x, w)
+        zf = _flat(z)
         if values is None:
-            adj = norm.explicit(g, conv.improved, conv.add_self_loops, conv.normalize, dt)
+            adj = norm.explicit(g, conv.improved, conv.add_self_loops, conv.normalize, zf.dtype)
         else:
             adj = norm.explicit_live(g, values, (d, d, e, cnt), conv.improved, conv.add_self_loops,
-                                     conv.normalize, dt)
-        out = attention.extreme(adj, zf, conv.aggr)
+                                     conv.normalize, zf.dtype)
+        out = _unflat(attention.extreme(adj, zf, conv.aggr), z)
     else:
-        inner, left, loop = norm.scales(d, e, cnt, dt, conv.normalize, conv.aggr == "mean")
-        src = zf * inner.view(-1, 1) if inner is not None else zf
-        adj = norm.values_as(g, dt) if values is None else g.adj.with_values(values.to(dt))
-        out = ops.spmm(adj, src)
-        if left is not None:
-            out = out * left.view(-1, 1)
-        if loop is not None:
-            out = out + zf * loop.view(-1, 1)
-    out = _unflat(out, z)
+        narrow = _dense(x) and w.shape[1] < w.shape[0]  # in < out: aggregate the inputs
+        z = x.to(w.dtype) if narrow else ops.linear(x, w)
+        zf = _flat(z)
+        if values is None:
+            key = ("gcn-train-scales", conv.improved, conv.add_self_loops, conv.normalize, conv.aggr, zf.dtype)
+            inner, left, loop = g.derived(key, lambda: norm.scales(d, e, cnt, zf.dtype, conv.normalize,
+                                                                   conv.aggr == "mean"))
+            adj = norm.values_as(g, zf.dtype)
+        else:
+            inner, left, loop = norm.scales(d, e, cnt, zf.dtype, conv.normalize, conv.aggr == "mean")
+            adj = g.adj.with_values(values.to(zf.dtype))
+        out = _unflat(aggregate(adj, zf, inner, left, loop), z)
+        if narrow:
+            out = ops.linear(out, w)
     if conv.bias is not None:
         out = out + conv.bias
     return out if conv.act is None else conv.act(out)
 
 
 def sage(conv, g: Graph, adj, x_src, x_dst) -> torch.Tensor:
-    """SAGEConv without normalisation and activation: ``W_l aggr(x) + b (+ W_r x_dst)``."""
-    x = x_src.to_dense() if not isinstance(x_src, torch.Tensor) or x_src.layout != torch.strided else x_src
-    x = g.sources(x.to(conv.lin_l.weight.dtype))
+    """SAGEConv without normalisation and activation: ``W_l aggr(x) + b (+ W_r x_dst)``; sum and
+    mean aggregate ``X W_l`` when that is narrower than ``X`` (they commute with ``W_l``)."""
+    wl = conv.lin_l.weight
     aggr = "sum" if conv.aggr == "add" else conv.aggr
+    if conv._native() and aggr in ("sum", "mean") and wl.shape[0] < wl.shape[1] and not g.distributed:
+        z = _flat(ops.linear(x_src, wl))
+        left = g.derived(("inv_deg", z.dtype), lambda: norm.inv(g.in_degree(weighted=False), z.dtype)) \
+            if aggr == "mean" else None
+        out = _unflat(aggregate(adj, z, left=left), x_src if _dense(x_src) else z)
+        out = out if conv.lin_l.bias is None else out + conv.lin_l.bias
+        return out if x_dst is None else out + ops.linear(x_dst, conv.lin_r.weight)
+    x = x_src.to_dense() if not _dense(x_src) else x_src
+    x = g.sources(x.to(wl.dtype))
     if conv._native():
         if aggr in ("max", "min"):
             agg = attention.extreme(_values_of(adj, x.dtype), _flat(x), aggr)
         else:
-            agg = ops.spmm(adj, _flat(x))
-        if aggr == "mean":
-            agg = agg * norm.inv(g.in_degree(weighted=False), agg.dtype).view(-1, 1)
+            left = g.derived(("inv_deg", x.dtype), lambda: norm.inv(g.in_degree(weighted=False), x.dtype)) \
+                if aggr == "mean" else None
+            agg = aggregate(adj, _flat(x), left=left)
         agg = _unflat(agg, x)
     else:
         rows, cols = g.rows(), g.cols()
@@ -78,7 +134,7 @@ def sage(conv, g: Graph, adj, x_src, x_dst) -> torch.Tensor:
         if adj.values is not None:
             msg = msg * adj.values.to(msg.dtype).view(-1, 1)
         agg = conv.aggr_module(msg, rows, dim_size=g.num_dst, dim=-2)
-    out = ops.linear(agg, conv.lin_l.weight, conv.lin_l.bias)
+    out = ops.linear(agg, wl, conv.lin_l.bias)
     if x_dst is not None:
         out = out + ops.linear(x_dst, conv.lin_r.weight)
     return out
