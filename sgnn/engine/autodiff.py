@@ -7,7 +7,9 @@ cache): ``Aᵀ·G`` for SpMM, an SDDMM for sparse values, the chain rule for pro
 activations, max/min and attention rules; intermediate statements (row maxima, tie counts,
 softmax normalisers) are evaluated once for all operands. The forward output is kept (activation
 slopes, the maximum, attention's ``beta``); nothing else is stored. Double backward is refused
-(``once_differentiable``); index arrays never carry gradients. A statement that reads a 3-d sparse
+(``once_differentiable``); index arrays never carry gradients. A sparse operand whose values are
+unchanged is handed to the pipeline as itself, so its cached conversions (the CSC of ``Aᵀ·G``) and
+partitions serve every step. A statement that reads a 3-d sparse
 operand by column (attention's edge logits in a transposed gradient) gets a column-ordered twin
 of it (``_with_layouts``), since the scheduler converts matrices only. ``explain_backward``
 shows every backward statement with its schedule and code.

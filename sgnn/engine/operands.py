@@ -27,6 +27,7 @@ import weakref
 
 import torch
 
+from .formats import Format
 from .tensor import SparseTensor
 
 # Below this fraction of nonzeros X·W runs sparse×dense. Measured on PubMed's 19717 x 500 features at
@@ -197,4 +198,51 @@ def dense_features(x, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype)
 
 
-__all__ = ["cached", "peek", "signature", "transposed", "sparse_features", "dense_features"]
+# ---------------------------------------------------------------- one pattern, new values per call
+def revalued(base: SparseTensor, values: torch.Tensor) -> SparseTensor:
+    """``base.with_values(values)`` sharing what ``base``'s pattern alone determines: the row
+    partitions the runtime caches, and the transposed twin a derived ``Aᵀ·G`` reads, rebuilt by one
+    gather through a cached permutation instead of a sort (values that change every step, such as
+    trained edge weights)."""
+    out = base.with_values(values)
+    out._derived = _Shared(base.derived("structure-cache", dict))
+    if base.ndim == 2 and base.format.order == (0, 1):
+        fmt = Format(base.format.codes, order=(1, 0))
+        twin, perm, shared = base.derived(("transposed-perm", fmt), lambda: _transposed_perm(base, fmt))
+        t = SparseTensor(twin.shape, twin.format, twin.pos, twin.crd, values.detach().index_select(0, perm),
+                         check=False)
+        t._derived = _Shared(shared)
+        out._derived[("format", fmt)] = t
+    return out
+
+
+def _transposed_perm(base: SparseTensor, fmt: Format):
+    ids = base.with_values(torch.arange(base.nnz, dtype=torch.float64)).to(fmt)
+    return ids.with_values(None), ids.values.long(), {}
+
+
+def _structural(key) -> bool:
+    return isinstance(key, tuple) and bool(key) and key[0] in ("parts", "launch")
+
+
+class _Shared(dict):
+    """A tensor's derived-value cache whose pattern-only entries (``runtime``'s row partitions,
+    keyed ``("parts", n)`` / ``("launch", threads)``) live in a dict shared by one pattern's tensors."""
+
+    __slots__ = ("shared",)
+
+    def __init__(self, shared: dict):
+        super().__init__()
+        self.shared = shared
+
+    def get(self, key, default=None):
+        return self.shared.get(key, default) if _structural(key) else super().get(key, default)
+
+    def __setitem__(self, key, value):
+        if _structural(key):
+            self.shared[key] = value
+        else:
+            super().__setitem__(key, value)
+
+
+__all__ = ["cached", "peek", "signature", "transposed", "sparse_features", "dense_features", "revalued"]

@@ -1,12 +1,14 @@
 """The differentiable formulations of GCN and SAGE (autograd, static batches, PyG aggregators).
 
-Sum and mean run through ``ops.spmm``, max and min through ``attention.extreme``: sgnn kernels
-forward and backward, the backward derived by ``engine.derive`` (``Âᵀ G``; for max/min the
-gradient routed to the extreme entries, ties split as torch's ``scatter_reduce``). PyG's
-aggregation modules run as edge messages on torch ops, with PyG's gradients. Edge values that
-require grad (``edge_values.live``) enter as the adjacency's values, differentiable through
-``ops.spmm`` / ``attention.extreme`` (an SDDMM sampled at the pattern). GAT's counterpart is
-``edgewise.py``.
+Sum and mean run as one statement ``r_i Σ_j A_ij d_j Z_jk + e_i Z_ik`` (``aggregate``: GCN's
+normalisation and self loops, SAGE's mean, in the kernel), max and min through
+``attention.extreme``: sgnn kernels forward and backward, the backward derived by
+``engine.derive`` (``Âᵀ G`` with the scalings; for max/min the gradient routed to the extreme
+entries, ties split as torch's ``scatter_reduce``). Sum and mean aggregate whichever of ``X`` and
+``XW`` is narrower. PyG's aggregation modules run as edge messages on torch ops, with PyG's
+gradients. Edge values that require grad (``edge_values.live``) enter as the adjacency's values
+(``operands.revalued``: the pattern's transposed twin and partitions are reused), differentiable
+through the same kernels (an SDDMM sampled at the pattern). GAT's counterpart is ``edgewise.py``.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import functools
 import torch
 from torch import nn
 
-from ..engine import SparseTensor, autodiff
+from ..engine import SparseTensor, autodiff, operands
 from ..engine.expr import Statement, compute, indices, sum_, tensors
 from ..engine.runtime import evaluate
 from ..errors import NotSupported
@@ -94,7 +96,7 @@ def gcn(conv, x, g: Graph, d, e, cnt, values=None) -> torch.Tensor:
             adj = norm.values_as(g, zf.dtype)
         else:
             inner, left, loop = norm.scales(d, e, cnt, zf.dtype, conv.normalize, conv.aggr == "mean")
-            adj = g.adj.with_values(values.to(zf.dtype))
+            adj = operands.revalued(g.adj, values.to(zf.dtype))
         out = _unflat(aggregate(adj, zf, inner, left, loop), z)
         if narrow:
             out = ops.linear(out, w)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import SparseTensor
+from ..engine import SparseTensor, operands
 from .graph import Graph
 
 
@@ -58,18 +58,18 @@ def gcn(g: Graph, improved: bool, add_self_loops: bool):
 
 def gcn_live(g: Graph, values: torch.Tensor, improved: bool, add_self_loops: bool):
     """``gcn``'s vectors as differentiable functions of the adjacency ``values`` (CSR order; not
-    cached): the degrees, the loop weights and ``d`` carry the values' gradient, as PyG's
-    ``gcn_norm`` does."""
-    return _gcn(g, values.to(torch.float64), improved, add_self_loops)
+    cached), in the values' dtype as PyG's ``gcn_norm``: the degrees, the loop weights and ``d``
+    carry the values' gradient."""
+    return _gcn(g, values, improved, add_self_loops)
 
 
 def _gcn(g: Graph, w, improved: bool, add_self_loops: bool):
-    """``gcn`` from the graph's stored values (``w`` None) or from ``w`` (float64, CSR order)."""
+    """``gcn`` from the graph's stored values (``w`` None, float64) or from ``w`` (CSR order, its dtype)."""
     cnt = g.in_degree(weighted=False)
     if w is None:
         deg = g.in_degree()
     else:
-        deg = torch.zeros(g.num_dst, dtype=torch.float64).index_add(0, g.rows(), w)
+        deg = w.new_zeros(g.num_dst).index_add(0, g.rows(), w)
     if not add_self_loops:
         d = inv_sqrt(deg)
         return d, g.sources(d), None, cnt
@@ -77,9 +77,9 @@ def _gcn(g: Graph, w, improved: bool, add_self_loops: bool):
     if w is not None:
         at, node = g.loops()
         lw = w.index_select(0, at)
-        stored = torch.zeros(g.num_dst, dtype=torch.float64).index_add(0, node, lw)
+        stored = w.new_zeros(g.num_dst).index_add(0, node, lw)
         order = g.loop_order()  # PyG writes the loops' weights in edge order: the last one wins
-        last = torch.zeros(g.num_dst, dtype=torch.float64).index_put((node[order],), lw[order])
+        last = w.new_zeros(g.num_dst).index_put((node[order],), lw[order])
     fill = 2.0 if improved else 1.0
     if g.from_sparse:
         loop = stored + fill
@@ -118,7 +118,7 @@ def coords(g: Graph, improved: bool, add_self_loops: bool, normalize: bool):
 
 
 def _messages(g: Graph, w, d, d_src, e, add_self_loops: bool, normalize: bool):
-    """``coords`` from the stored values (``w`` None) or from ``w`` (float64, CSR order) with the
+    """``coords`` from the stored values (``w`` None) or from ``w`` (CSR order) with the
     ``gcn`` vectors computed from it."""
     base = g.without_self_loops() if add_self_loops else g
     rows, cols = base.rows(), base.cols()
@@ -131,7 +131,7 @@ def _messages(g: Graph, w, d, d_src, e, add_self_loops: bool, normalize: bool):
         keep = torch.ones(g.nnz, dtype=torch.bool)
         keep[at] = False
         wb = w[keep]
-        stored = torch.zeros(g.num_dst, dtype=torch.float64).index_add(0, node, w.index_select(0, at))
+        stored = w.new_zeros(g.num_dst).index_add(0, node, w.index_select(0, at))
     vals = d[rows] * wb * d_src[cols] if normalize else wb
     if add_self_loops:
         loops = torch.arange(base.num_dst)
@@ -154,7 +154,7 @@ def explicit_live(g: Graph, w: torch.Tensor, vectors, improved: bool, add_self_l
     (CSR order) through ``vectors = gcn_live(g, w, ...)``: the cached pattern, the messages'
     weights gathered into its order."""
     d, d_src, e, _ = vectors
-    _, _, vals = _messages(g, w.to(torch.float64), d, d_src, e, add_self_loops, normalize)
+    _, _, vals = _messages(g, w, d, d_src, e, add_self_loops, normalize)
 
     def perm():  # storage position in explicit -> message number (the same sort, run on ids)
         rows, cols, _ = coords(g, improved, add_self_loops, normalize)
@@ -162,4 +162,4 @@ def explicit_live(g: Graph, w: torch.Tensor, vectors, improved: bool, add_self_l
         return SparseTensor.from_coo(rows, cols, ids, tuple(g.adj.shape), sum_duplicates=False).values.long()
     order = g.derived(("gcn-explicit-order", improved, add_self_loops, normalize), perm)
     pattern_ = explicit(g, improved, add_self_loops, normalize, dtype)
-    return pattern_.with_values(vals.index_select(0, order).to(dtype))
+    return operands.revalued(pattern_, vals.index_select(0, order).to(dtype))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import layerplan
+from ..engine import layerplan, operands
 from ..engine.expr import Statement, compute, indices, max_, min_, pattern, sum_, tensors
 from ..errors import NotSupported
 from . import differentiable, edge_values, norm, ops
@@ -90,7 +90,7 @@ class SAGEConv(Conv):
         adj = g.adj if g.from_sparse else norm.pattern(g)
         values = edge_values.live(g, edge_index, None)  # a sparse adj_t's values that carry a gradient
         if values is not None:
-            adj = adj.with_values(values)
+            adj = operands.revalued(adj, values.to(self.lin_l.weight.dtype))
         root = x_dst if self.root_weight else None
         self._materialize(x_src, root)
         grad = values is not None or records(x_src, x_dst, *self.parameters())
