@@ -68,7 +68,8 @@ def _rebuild(names, structs, flat) -> dict:
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.data_ptr() == b.data_ptr() and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+    return a.data_ptr() == b.data_ptr() and a.dtype == b.dtype and a.shape == b.shape and \
+        a.stride() == b.stride()
 
 
 class _Evaluate(torch.autograd.Function):

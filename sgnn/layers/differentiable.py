@@ -90,7 +90,8 @@ def gcn(conv, x, g: Graph, d, e, cnt, values=None) -> torch.Tensor:
         z = x.to(w.dtype) if narrow else ops.linear(x, w)
         zf = _flat(z)
         if values is None:
-            key = ("gcn-train-scales", conv.improved, conv.add_self_loops, conv.normalize, conv.aggr, zf.dtype)
+            key = ("gcn-train-scales", conv.improved, conv.add_self_loops, conv.normalize, conv.aggr,
+                   zf.dtype)
             inner, left, loop = g.derived(key, lambda: norm.scales(d, e, cnt, zf.dtype, conv.normalize,
                                                                    conv.aggr == "mean"))
             adj = norm.values_as(g, zf.dtype)

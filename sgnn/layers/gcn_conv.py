@@ -122,7 +122,8 @@ class GCNConv(Conv):
         materialize(self.lin, x, nn.init.xavier_uniform_)
         g, live = self._graph(x, edge_index, edge_weight)
         if live is not None or records(x, self.lin.weight, self.bias) or x.ndim == 3:
-            note(lambda: "autograd or a static batch: the differentiable formulation (aggregate, derived backward)")
+            note(lambda: "autograd or a static batch: the differentiable formulation "
+                         "(differentiable.aggregate, derived backward)")
             if g.distributed:
                 raise NotSupported("GCNConv: training on a partitioned graph is not supported yet")
             if live is not None:
