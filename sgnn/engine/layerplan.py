@@ -20,9 +20,16 @@ operands' signatures. Plan shapes:
 - ``torch``: one kernel, then torch ops for what a kernel cannot end with (a mean over heads).
 
 Only inference runs here: the layers' differentiable formulations use torch and ``ops.spmm``.
+
+**Precision** (one decision per plan, ``precision``): under ``sgnn.config(precision="bf16")`` a float32
+layer stores what its kernel gathers (X·W products read at the source, raw features) in bfloat16 and
+the kernel writes the float32 output (a mixed kernel, ``validate.mixed_dtypes``); parameters stay
+float32 (their bfloat16 copies are cached, ``operands.cached``). A float16 layer on a CPU without
+AVX512-FP16 runs its GEMMs in float32 (exact upcast) and rounds each product to float16 once.
 """
 from __future__ import annotations
 
+import functools
 import math
 import types
 from dataclasses import dataclass, field
@@ -38,6 +45,7 @@ from .expr import (Access, BinOp, Call, Const, Expr, Reduce, Softmax, Statement,
 from .runtime import evaluate
 from .schedule import Decision
 from .tensor import SparseTensor
+from ..config import precision_of, settings
 from ..errors import InternalError
 
 BLOCK_MIN_BYTES = 256 << 20  # (ÂX)W aggregating more than this runs in row blocks ...
@@ -183,6 +191,9 @@ class LayerPlan:
     step: int = 0
     act: Call | None = None
     post: Expr | None = None  # torch: what follows the kernel (the kernel's result is "_core")
+    narrow: torch.dtype | None = None  # mixed mode: gathered operands in this dtype, float32 kernel output
+    casts: dict = field(default_factory=dict)  # (X, W) -> (GEMM dtype, product dtype); absent: W's dtype
+    upcast: bool = False  # a float16 layer's GEMMs in float32, rounded once
 
     def __post_init__(self):
         self.key = canonical(self.kernel)
@@ -195,7 +206,7 @@ class LayerPlan:
         env = dict(ops)
         n_dst = ops[self.adj].shape[0]
         for x, w, at_src, at_tgt in self.products:
-            z = product(ops[x], ops[w], graph.source_rows if at_src else None)
+            z = product(ops[x], ops[w], graph.source_rows if at_src else None, self.casts.get((x, w)))
             full = graph.sources(z) if at_src else z
             if at_src:
                 env[at_src] = full
@@ -212,9 +223,11 @@ class LayerPlan:
 
     def _kernel(self, env: dict):
         env = {n: env[n] for n in self.kernel.inputs}
+        wide = self.narrow or (self.upcast and self.shape == "gemm")  # a float32 result from narrow operands
+        out_dtype = torch.float32 if wide else None
         if active():
-            record(self.kernel, env, self.key)
-        return evaluate(self.kernel, env, memo_key=self.key)
+            record(self.kernel, env, self.key, out_dtype)
+        return evaluate(self.kernel, env, memo_key=self.key, out_dtype=out_dtype)
 
     def _gemm(self, ops: dict, env: dict, graph, n: int):
         """``act(agg W^T + b + Σ X' W'^T)``, ``agg`` by the kernel, one row block at a time."""
@@ -222,7 +235,7 @@ class LayerPlan:
         dtype = w.dtype
         full = {}
         for name, at_tgt in self.features:
-            full[name] = graph.sources(dense_features(ops[name], dtype))
+            full[name] = graph.sources(dense_features(ops[name], self.narrow or dtype))
             if at_tgt:
                 full[at_tgt] = full[name][:n]
         env.update(full)
@@ -234,15 +247,19 @@ class LayerPlan:
             (inplace if fits and sparse_features(x) is None else after).append((x, ops[t.w].detach()))
         out = memory.empty((n, w.shape[0]), dtype)
         step = self.step or max(n, 1)
+        up = (torch.float32, dtype) if self.upcast else None
         for r0 in range(0, n, step):
             r1 = min(n, r0 + step)
             agg = self._kernel(env if step >= n else self._rows(env, r0, r1))
             rows = out[r0:r1]
+            if self.upcast:  # float32 GEMMs, the sum rounded to float16 once
+                gemm_into(rows, agg, w, b, [(x[r0:r1], wx) for x, wx in inplace])
+                continue
             torch.mm(agg, w.t(), out=rows) if b is None else torch.addmm(b, agg, w.t(), out=rows)
             for x, wx in inplace:  # one GEMM pass with beta = 1
                 rows.addmm_(x[r0:r1], wx.t())
         for x, wx in after:
-            out = out + product(x, wx)
+            out = out + product(x, wx, cast=up)
         return out if self.act is None else act_(self.act, out)
 
     def _rows(self, env: dict, r0: int, r1: int) -> dict:
@@ -266,10 +283,14 @@ def row_slice(a: SparseTensor, r0: int, r1: int) -> SparseTensor:
 
 
 # ---------------------------------------------------------------- execution helpers
-def product(x, w: torch.Tensor, buffer=None) -> torch.Tensor:
+def product(x, w: torch.Tensor, buffer=None, cast: tuple | None = None) -> torch.Tensor:
     """``x @ w.reshape(-1, F).T`` viewed ``[N, *w.shape[:-1]]``: a torch GEMM into a huge-page buffer
-    (``buffer(shape, dtype)`` when given), or an sgnn sparse×dense kernel when X is mostly zeros."""
+    (``buffer(shape, dtype)`` when given), or an sgnn sparse×dense kernel when X is mostly zeros.
+    ``cast``: (GEMM dtype, result dtype), X and W (a cached copy) taken to the first; default W's."""
     w2 = w if w.dim() == 2 else w.reshape(-1, w.shape[-1])
+    if cast is not None:
+        z = _cast_product(x, w2, buffer, *cast)
+        return z.view(z.shape[0], *w.shape[:-1]) if w.dim() > 2 else z
     xs = sparse_features(x)
     if xs is None:
         if active():
@@ -292,6 +313,39 @@ def product(x, w: torch.Tensor, buffer=None) -> torch.Tensor:
             record(SPARSE_XW, ops, _SPARSE_KEY)
         z = evaluate(SPARSE_XW, ops, memo_key=_SPARSE_KEY)
     return z.view(z.shape[0], *w.shape[:-1]) if w.dim() > 2 else z
+
+
+def as_dtype(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A parameter in ``dtype``: itself, or its copy cached under the one rule (``operands.cached``)."""
+    w = w.detach()
+    return w if w.dtype == dtype else operands.cached((w,), ("as", dtype), lambda: w.to(dtype))
+
+
+def _cast_product(x, w2: torch.Tensor, buffer, gemm: torch.dtype, dtype: torch.dtype) -> torch.Tensor:
+    """X·W computed in ``gemm`` (X converted once, W's copy cached), stored as ``dtype``."""
+    xs = sparse_features(x)
+    if xs is not None:  # the generated sparse loop accumulates in float32 already
+        z = product(xs, w2)
+        return z if z.dtype == dtype else z.to(dtype)
+    wg = as_dtype(w2, gemm)
+    shape = (x.shape[0], w2.shape[0])
+    out = buffer(shape, dtype) if buffer is not None else None
+    if out is None or out.shape != shape or out.dtype != dtype:
+        out = memory.empty(shape, dtype)
+    xg = x.detach().to(gemm)
+    if gemm == dtype:
+        return torch.mm(xg, wg.t(), out=out)
+    return out.copy_(torch.mm(xg, wg.t()))  # rounded once, from float32
+
+
+def gemm_into(rows: torch.Tensor, agg: torch.Tensor, w: torch.Tensor, b, extra: list) -> None:
+    """``rows = agg W^T + b + Σ X' W'^T`` computed in float32 (exact upcasts), rounded once into ``rows``."""
+    f32 = torch.float32
+    z = torch.mm(agg.to(f32), as_dtype(w, f32).t()) if b is None else \
+        torch.addmm(as_dtype(b, f32), agg.to(f32), as_dtype(w, f32).t())
+    for x, wx in extra:
+        z.addmm_(x.to(f32), as_dtype(wx, f32).t())
+    rows.copy_(z)
 
 
 def act_(a: Call, t: torch.Tensor) -> torch.Tensor:
@@ -333,8 +387,12 @@ def _aligned(t, idx: tuple, order: tuple):
 
 
 # ---------------------------------------------------------------- planning
-def build(stmt: Statement, ops: dict) -> LayerPlan:
+def build(stmt: Statement, ops: dict, precision: str | None = None) -> LayerPlan:
     """Read the statement, take the decisions, return the plan (memoised by ``run``)."""
+    return decide_precision(_build(stmt, ops), ops, precision)
+
+
+def _build(stmt: Statement, ops: dict) -> LayerPlan:
     STATS["built"] += 1
     e = stmt.expr  # a layer's activation is its statement's outermost call
     act, body = (e, e.args[0]) if isinstance(e, Call) and e.fn in ACTS and len(e.args) == 1 else (None, e)
@@ -468,6 +526,62 @@ def _gemm_plan(ctx: Ctx, w: str, kernel: Statement, feats: list, rest: list, ops
                      w=w, bias=bias[0] if bias else None, extra=extra, step=step, act=ctx.act)
 
 
+# ---------------------------------------------------------------- precision
+NARROW_MIN_WIDTH = 16  # narrower products stay float32: a gathered row is within one cache line either way
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return frozenset(next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), ()))
+    except OSError:
+        return frozenset()
+
+
+def decide_precision(plan: LayerPlan, ops: dict, precision: str | None) -> LayerPlan:
+    """The plan's one precision decision (see the module docstring), its GEMM casts and reasons."""
+    ws = {ops[w].dtype for _, w, _, _ in plan.products} | ({ops[plan.w].dtype} if plan.w else set())
+    flags = cpu_flags()
+    if precision == "bf16" and ws == {torch.float32}:
+        plan.narrow, bf = torch.bfloat16, "avx512_bf16" in flags
+        gathered = [name for name, _ in plan.features] + [f"{x}·{w}" for x, w, at_src, _ in plan.products
+                                                          if at_src and _width(ops[w]) >= NARROW_MIN_WIDTH]
+        plan.decisions.append(Decision(
+            f"precision: mixed bf16: {', '.join(gathered) or 'nothing'} stored bfloat16, the kernel accumulates "
+            f"float32 and writes the float32 output{' (bias, activation in its epilogue)' if plan.shape == 'kernel' else ''}",
+            "sgnn.config(precision='bf16') on a float32 layer: the kernel's gathers move half the bytes; "
+            "parameters stay float32 (bfloat16 copies cached); inference only (autograd runs float32)"))
+        for x, w, at_src, _ in plan.products:
+            f_in, f_out = ops[w].shape[-1], _width(ops[w])
+            if not at_src or f_out < NARROW_MIN_WIDTH:
+                continue
+            before = bf and f_in <= f_out
+            plan.casts[(x, w)] = (torch.bfloat16 if before else torch.float32, torch.bfloat16)
+            plan.decisions.append(Decision(
+                f"{x}·{w}: " + ("X converted to bfloat16 before the GEMM (a bf16 GEMM)" if before else
+                                "a float32 GEMM, its output rounded to bfloat16 once"),
+                f"in={f_in}, out={f_out}: the conversion passes over N x min(in, out) values" if bf else
+                "the CPU has no AVX512-BF16: torch's bfloat16 GEMM is no faster than float32"))
+    elif precision == "bf16":
+        plan.decisions.append(Decision("precision: as the layer's dtype (mixed bf16 not applied)",
+                                       f"the layer's parameters are {sorted(str(d)[6:] for d in ws)}, not float32"))
+    if ws == {torch.float16} and "avx512_fp16" not in flags:
+        plan.upcast = True
+        for x, w, _, _ in plan.products:
+            plan.casts[(x, w)] = (torch.float32, torch.float16)
+        plan.decisions.append(Decision(
+            "float16 GEMMs: in float32 (X upcast exactly, W's float32 copy cached), each product rounded to "
+            "float16 once" + ("; the kernel writes float32 aggregates for the final GEMM" if plan.shape == "gemm" else ""),
+            "the CPU has no AVX512-FP16: torch's float16 GEMM is 2-12x slower than float32 here"))
+    return plan
+
+
+def _width(w: torch.Tensor) -> int:
+    return w.numel() // max(w.shape[-1], 1)
+
+
 # ---------------------------------------------------------------- entry point
 LOCAL = types.SimpleNamespace(sources=lambda t: t, source_rows=lambda shape, dtype: None)  # an unpartitioned graph
 
@@ -484,10 +598,12 @@ def _sig(t):
 def run(stmt: Statement, ops: dict, graph=None):
     """Plan (once per statement and operand signatures) and run a layer statement on ``ops``;
     ``graph`` gives ``sources(t)`` and ``source_rows(shape, dtype)`` of a partitioned graph."""
-    key = (canonical(stmt), *ops, *[_sig(t) for t in ops.values()])
+    precision = settings().precision
+    key = (canonical(stmt), *ops, *[_sig(t) for t in ops.values()], precision)
     plan = _plans.recent.get(key) or _plans.get(key)
     if plan is None:
-        plan = _plans.get_or_build(key, lambda: build(stmt, ops))
+        mode = precision_of(precision, "precision (SGNN_PRECISION or sgnn.config)")
+        plan = _plans.get_or_build(key, lambda: build(stmt, ops, mode))
     return plan(ops, LOCAL if graph is None else graph)
 
 
