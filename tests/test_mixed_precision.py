@@ -16,7 +16,7 @@ from hypothesis import given, settings
 
 import sgnn
 from engine_cases import coos, make_sparse, random_coo, seeds
-from sgnn.engine import layerplan
+from sgnn.engine import layerplan, precision as prec
 from sgnn.engine.expr import compute, indices, relu, sum_, tensors
 from sgnn.engine.runtime import as_operand, evaluate, plan_for
 from sgnn.errors import UserError
@@ -184,10 +184,10 @@ def test_gemm_side_follows_widths_and_cpu(graph, monkeypatch):
     """X converted before the GEMM when in <= out and the CPU has AVX512-BF16, else after."""
     ei, g = graph
     m, x = GATConv(16, 32, heads=2).eval(), torch.randn(N, 16, generator=g)
-    monkeypatch.setattr(layerplan, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     layerplan.clear()
     assert any("X converted to bfloat16 before the GEMM" in w for w in _whats(m, x, ei, precision="bf16"))
-    monkeypatch.setattr(layerplan, "cpu_flags", lambda: frozenset())
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset())
     layerplan.clear()
     whats = _whats(m, x, ei, precision="bf16")
     assert any("a float32 GEMM, its output rounded" in w for w in whats), whats
@@ -264,7 +264,7 @@ def test_float16_decision_follows_the_cpu(graph, monkeypatch, name):
     with torch.no_grad():
         ref = copy.deepcopy(m).float()(x.float(), ei)
     for flags, upcast in ((frozenset(), True), (frozenset({"avx512_fp16"}), False)):
-        monkeypatch.setattr(layerplan, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(prec, "cpu_flags", lambda flags=flags: flags)
         layerplan.clear()
         whats = _whats(m, x, ei)
         assert any(w.startswith("float16 GEMMs: in float32") for w in whats) == upcast, whats

@@ -20,23 +20,17 @@ operands' signatures. Plan shapes:
 - ``torch``: one kernel, then torch ops for what a kernel cannot end with (a mean over heads).
 
 Only inference runs here: the layers' differentiable formulations use torch and ``ops.spmm``.
-
-**Precision** (one decision per plan, ``precision``): under ``sgnn.config(precision="bf16")`` a float32
-layer stores what its kernel gathers (X·W products read at the source, raw features) in bfloat16 and
-the kernel writes the float32 output (a mixed kernel, ``validate.mixed_dtypes``); parameters stay
-float32 (their bfloat16 copies are cached, ``operands.cached``). A float16 layer on a CPU without
-AVX512-FP16 runs its GEMMs in float32 (exact upcast) and rounds each product to float16 once.
+Precision (mixed bf16 for float32 layers, float16 GEMMs in float32) is one decision: ``precision.decide``.
 """
 from __future__ import annotations
 
-import functools
 import math
 import types
 from dataclasses import dataclass, field
 
 import torch
 
-from . import memory, operands
+from . import memory, operands, precision as prec
 from .operands import SPARSE_FEATURE_DENSITY, dense_features, sparse_features
 from .caches import LRU
 from .explain import active, note, record, record_layer
@@ -45,7 +39,7 @@ from .expr import (Access, BinOp, Call, Const, Expr, Reduce, Softmax, Statement,
 from .runtime import evaluate
 from .schedule import Decision
 from .tensor import SparseTensor
-from ..config import precision_of, settings
+from ..config import settings
 from ..errors import InternalError
 
 BLOCK_MIN_BYTES = 256 << 20  # (ÂX)W aggregating more than this runs in row blocks ...
@@ -223,8 +217,7 @@ class LayerPlan:
 
     def _kernel(self, env: dict):
         env = {n: env[n] for n in self.kernel.inputs}
-        wide = self.narrow or (self.upcast and self.shape == "gemm")  # a float32 result from narrow operands
-        out_dtype = torch.float32 if wide else None
+        out_dtype = torch.float32 if self.narrow or (self.upcast and self.shape == "gemm") else None  # mixed
         if active():
             record(self.kernel, env, self.key, out_dtype)
         return evaluate(self.kernel, env, memo_key=self.key, out_dtype=out_dtype)
@@ -251,13 +244,7 @@ class LayerPlan:
         for r0 in range(0, n, step):
             r1 = min(n, r0 + step)
             agg = self._kernel(env if step >= n else self._rows(env, r0, r1))
-            rows = out[r0:r1]
-            if self.upcast:  # float32 GEMMs, the sum rounded to float16 once
-                gemm_into(rows, agg, w, b, [(x[r0:r1], wx) for x, wx in inplace])
-                continue
-            torch.mm(agg, w.t(), out=rows) if b is None else torch.addmm(b, agg, w.t(), out=rows)
-            for x, wx in inplace:  # one GEMM pass with beta = 1
-                rows.addmm_(x[r0:r1], wx.t())
+            prec.gemm_into(out[r0:r1], agg, w, b, [(x[r0:r1], wx) for x, wx in inplace], self.upcast)
         for x, wx in after:
             out = out + product(x, wx, cast=up)
         return out if self.act is None else act_(self.act, out)
@@ -288,20 +275,13 @@ def product(x, w: torch.Tensor, buffer=None, cast: tuple | None = None) -> torch
     (``buffer(shape, dtype)`` when given), or an sgnn sparse×dense kernel when X is mostly zeros.
     ``cast``: (GEMM dtype, result dtype), X and W (a cached copy) taken to the first; default W's."""
     w2 = w if w.dim() == 2 else w.reshape(-1, w.shape[-1])
-    if cast is not None:
-        z = _cast_product(x, w2, buffer, *cast)
-        return z.view(z.shape[0], *w.shape[:-1]) if w.dim() > 2 else z
     xs = sparse_features(x)
     if xs is None:
         if active():
             note(Decision(f"X·W {tuple(x.shape)} x {tuple(w2.shape[::-1])}: torch GEMM (BLAS), not a generated "
                           f"loop", f"X is not sparse: sampled density >= {SPARSE_FEATURE_DENSITY:g}, or not sampled "
                           f"(small, an inference tensor, or under autograd)"))
-        x = x if x.dtype == w2.dtype else x.to(w2.dtype)
-        out = buffer((x.shape[0], w2.shape[0]), w2.dtype) if buffer is not None else None
-        if out is None or out.shape != (x.shape[0], w2.shape[0]) or out.dtype != w2.dtype:
-            out = memory.empty((x.shape[0], w2.shape[0]), w2.dtype)
-        z = torch.mm(x, w2.detach().t(), out=out)
+        z = prec.cast_product(x, w2, buffer, *(cast or (w2.dtype, w2.dtype)))
     else:
         if active():
             note(Decision(f"X·W: sparse x dense, a generated sgnn loop: X stores {xs.nnz} of "
@@ -311,41 +291,9 @@ def product(x, w: torch.Tensor, buffer=None, cast: tuple | None = None) -> torch
         ops = {"X": xs, "Wt": operands.transposed(w2)}
         if active():
             record(SPARSE_XW, ops, _SPARSE_KEY)
-        z = evaluate(SPARSE_XW, ops, memo_key=_SPARSE_KEY)
+        z = evaluate(SPARSE_XW, ops, memo_key=_SPARSE_KEY)  # accumulates in float32: cast after
+        z = z if cast is None else z.to(cast[1])
     return z.view(z.shape[0], *w.shape[:-1]) if w.dim() > 2 else z
-
-
-def as_dtype(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A parameter in ``dtype``: itself, or its copy cached under the one rule (``operands.cached``)."""
-    w = w.detach()
-    return w if w.dtype == dtype else operands.cached((w,), ("as", dtype), lambda: w.to(dtype))
-
-
-def _cast_product(x, w2: torch.Tensor, buffer, gemm: torch.dtype, dtype: torch.dtype) -> torch.Tensor:
-    """X·W computed in ``gemm`` (X converted once, W's copy cached), stored as ``dtype``."""
-    xs = sparse_features(x)
-    if xs is not None:  # the generated sparse loop accumulates in float32 already
-        z = product(xs, w2)
-        return z if z.dtype == dtype else z.to(dtype)
-    wg = as_dtype(w2, gemm)
-    shape = (x.shape[0], w2.shape[0])
-    out = buffer(shape, dtype) if buffer is not None else None
-    if out is None or out.shape != shape or out.dtype != dtype:
-        out = memory.empty(shape, dtype)
-    xg = x.detach().to(gemm)
-    if gemm == dtype:
-        return torch.mm(xg, wg.t(), out=out)
-    return out.copy_(torch.mm(xg, wg.t()))  # rounded once, from float32
-
-
-def gemm_into(rows: torch.Tensor, agg: torch.Tensor, w: torch.Tensor, b, extra: list) -> None:
-    """``rows = agg W^T + b + Σ X' W'^T`` computed in float32 (exact upcasts), rounded once into ``rows``."""
-    f32 = torch.float32
-    z = torch.mm(agg.to(f32), as_dtype(w, f32).t()) if b is None else \
-        torch.addmm(as_dtype(b, f32), agg.to(f32), as_dtype(w, f32).t())
-    for x, wx in extra:
-        z.addmm_(x.to(f32), as_dtype(wx, f32).t())
-    rows.copy_(z)
 
 
 def act_(a: Call, t: torch.Tensor) -> torch.Tensor:
@@ -387,12 +335,8 @@ def _aligned(t, idx: tuple, order: tuple):
 
 
 # ---------------------------------------------------------------- planning
-def build(stmt: Statement, ops: dict, precision: str | None = None) -> LayerPlan:
+def build(stmt: Statement, ops: dict) -> LayerPlan:
     """Read the statement, take the decisions, return the plan (memoised by ``run``)."""
-    return decide_precision(_build(stmt, ops), ops, precision)
-
-
-def _build(stmt: Statement, ops: dict) -> LayerPlan:
     STATS["built"] += 1
     e = stmt.expr  # a layer's activation is its statement's outermost call
     act, body = (e, e.args[0]) if isinstance(e, Call) and e.fn in ACTS and len(e.args) == 1 else (None, e)
@@ -526,62 +470,6 @@ def _gemm_plan(ctx: Ctx, w: str, kernel: Statement, feats: list, rest: list, ops
                      w=w, bias=bias[0] if bias else None, extra=extra, step=step, act=ctx.act)
 
 
-# ---------------------------------------------------------------- precision
-NARROW_MIN_WIDTH = 16  # narrower products stay float32: a gathered row is within one cache line either way
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset:
-    """The CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return frozenset(next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), ()))
-    except OSError:
-        return frozenset()
-
-
-def decide_precision(plan: LayerPlan, ops: dict, precision: str | None) -> LayerPlan:
-    """The plan's one precision decision (see the module docstring), its GEMM casts and reasons."""
-    ws = {ops[w].dtype for _, w, _, _ in plan.products} | ({ops[plan.w].dtype} if plan.w else set())
-    flags = cpu_flags()
-    if precision == "bf16" and ws == {torch.float32}:
-        plan.narrow, bf = torch.bfloat16, "avx512_bf16" in flags
-        gathered = [name for name, _ in plan.features] + [f"{x}·{w}" for x, w, at_src, _ in plan.products
-                                                          if at_src and _width(ops[w]) >= NARROW_MIN_WIDTH]
-        plan.decisions.append(Decision(
-            f"precision: mixed bf16: {', '.join(gathered) or 'nothing'} stored bfloat16, the kernel accumulates "
-            f"float32 and writes the float32 output{' (bias, activation in its epilogue)' if plan.shape == 'kernel' else ''}",
-            "sgnn.config(precision='bf16') on a float32 layer: the kernel's gathers move half the bytes; "
-            "parameters stay float32 (bfloat16 copies cached); inference only (autograd runs float32)"))
-        for x, w, at_src, _ in plan.products:
-            f_in, f_out = ops[w].shape[-1], _width(ops[w])
-            if not at_src or f_out < NARROW_MIN_WIDTH:
-                continue
-            before = bf and f_in <= f_out
-            plan.casts[(x, w)] = (torch.bfloat16 if before else torch.float32, torch.bfloat16)
-            plan.decisions.append(Decision(
-                f"{x}·{w}: " + ("X converted to bfloat16 before the GEMM (a bf16 GEMM)" if before else
-                                "a float32 GEMM, its output rounded to bfloat16 once"),
-                f"in={f_in}, out={f_out}: the conversion passes over N x min(in, out) values" if bf else
-                "the CPU has no AVX512-BF16: torch's bfloat16 GEMM is no faster than float32"))
-    elif precision == "bf16":
-        plan.decisions.append(Decision("precision: as the layer's dtype (mixed bf16 not applied)",
-                                       f"the layer's parameters are {sorted(str(d)[6:] for d in ws)}, not float32"))
-    if ws == {torch.float16} and "avx512_fp16" not in flags:
-        plan.upcast = True
-        for x, w, _, _ in plan.products:
-            plan.casts[(x, w)] = (torch.float32, torch.float16)
-        plan.decisions.append(Decision(
-            "float16 GEMMs: in float32 (X upcast exactly, W's float32 copy cached), each product rounded to "
-            "float16 once" + ("; the kernel writes float32 aggregates for the final GEMM" if plan.shape == "gemm" else ""),
-            "the CPU has no AVX512-FP16: torch's float16 GEMM is 2-12x slower than float32 here"))
-    return plan
-
-
-def _width(w: torch.Tensor) -> int:
-    return w.numel() // max(w.shape[-1], 1)
-
-
 # ---------------------------------------------------------------- entry point
 LOCAL = types.SimpleNamespace(sources=lambda t: t, source_rows=lambda shape, dtype: None)  # an unpartitioned graph
 
@@ -598,12 +486,11 @@ def _sig(t):
 def run(stmt: Statement, ops: dict, graph=None):
     """Plan (once per statement and operand signatures) and run a layer statement on ``ops``;
     ``graph`` gives ``sources(t)`` and ``source_rows(shape, dtype)`` of a partitioned graph."""
-    precision = settings().precision
-    key = (canonical(stmt), *ops, *[_sig(t) for t in ops.values()], precision)
+    mode = settings().precision
+    key = (canonical(stmt), *ops, *[_sig(t) for t in ops.values()], mode)
     plan = _plans.recent.get(key) or _plans.get(key)
     if plan is None:
-        mode = precision_of(precision, "precision (SGNN_PRECISION or sgnn.config)")
-        plan = _plans.get_or_build(key, lambda: build(stmt, ops, mode))
+        plan = _plans.get_or_build(key, lambda: prec.decide(build(stmt, ops), ops, mode))
     return plan(ops, LOCAL if graph is None else graph)
 
 
