@@ -98,6 +98,11 @@ def settings() -> Settings:
     return _stack[-1] if _stack else _from_env()
 
 
+def precision() -> str | None:
+    """``settings().precision`` without building the settings (read on every layer call)."""
+    return _stack[-1].precision if _stack else os.environ.get("SGNN_PRECISION") or None
+
+
 @contextlib.contextmanager
 def config(**overrides):
     """Override settings for a block: ``with sgnn.config(debug=4, cxx="clang++"): ...``."""

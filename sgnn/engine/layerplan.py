@@ -39,7 +39,7 @@ from .expr import (Access, BinOp, Call, Const, Expr, Reduce, Softmax, Statement,
 from .runtime import evaluate
 from .schedule import Decision
 from .tensor import SparseTensor
-from ..config import settings
+from ..config import precision
 from ..errors import InternalError
 
 BLOCK_MIN_BYTES = 256 << 20  # (ÂX)W aggregating more than this runs in row blocks ...
@@ -486,7 +486,7 @@ def _sig(t):
 def run(stmt: Statement, ops: dict, graph=None):
     """Plan (once per statement and operand signatures) and run a layer statement on ``ops``;
     ``graph`` gives ``sources(t)`` and ``source_rows(shape, dtype)`` of a partitioned graph."""
-    mode = settings().precision
+    mode = precision()
     key = (canonical(stmt), *ops, *[_sig(t) for t in ops.values()], mode)
     plan = _plans.recent.get(key) or _plans.get(key)
     if plan is None:
