@@ -17,7 +17,10 @@ compiled into a private temporary directory removed at exit, with one warning),
 runs), ``SGNN_COMPILE_TIMEOUT`` (seconds one compiler run may take, default 300; on timeout its
 whole process group is killed and a ``CompilerError`` names this variable), ``SGNN_NO_BF16_ISA=1``
 (``config(portable_math=True)``: bfloat16 / float16 kernels convert with shifts and scalar code
-instead of the AVX-512 BF16 / F16C instructions; part of the kernel source, so of its cache key).
+instead of the AVX-512 BF16 / F16C instructions; part of the kernel source, so of its cache key),
+``SGNN_PRECISION`` (``config(precision=...)``): ``"bf16"`` runs a float32 model's inference in the
+mixed mode (sparse aggregation on bfloat16 copies of the features, float32 outputs and parameters;
+one layer-planner decision, ``sgnn.explain`` shows it); ``"fp32"`` / unset: off.
 """
 from __future__ import annotations
 
@@ -53,6 +56,24 @@ class Settings:
     assert_cached: bool
     compile_timeout: float = 300.0
     portable_math: bool = False
+    precision: str | None = None  # "bf16": the mixed mode for float32 models; None: off
+
+
+# accepted spellings of ``precision`` -> the canonical one (None: off)
+PRECISIONS = {None: None, "": None, "fp32": None, "float32": None, "bf16": "bf16", "bfloat16": "bf16"}
+
+
+def precision_of(value, where: str = "precision") -> str | None:
+    """The canonical ``precision`` setting of ``value``, or a UserError naming the accepted ones."""
+    key = value.lower() if isinstance(value, str) else value
+    if (key is None or isinstance(key, str)) and key in PRECISIONS:
+        return PRECISIONS[key]
+    from .errors import UserError
+    why = (" (float16 is not offered as a mixed mode: its range, 65504, can overflow a float32 model's "
+           "features, and this engine has no fast float16 GEMM; for float16 use model.half())"
+           if key in ("fp16", "float16", "half") else "")
+    raise UserError(f"{where}: expected 'bf16' (mixed bfloat16 aggregation for float32 models), 'fp32' or None "
+                    f"(got {value!r}){why}")
 
 
 def _from_env() -> Settings:
@@ -65,6 +86,7 @@ def _from_env() -> Settings:
         assert_cached=os.environ.get("SGNN_ASSERT_CACHED", "0") == "1",
         compile_timeout=_env_seconds("SGNN_COMPILE_TIMEOUT", 300.0),
         portable_math=os.environ.get("SGNN_NO_BF16_ISA", "0") == "1",
+        precision=os.environ.get("SGNN_PRECISION") or None,  # checked where it is read (precision_of)
     )
 
 
@@ -76,6 +98,11 @@ def settings() -> Settings:
     return _stack[-1] if _stack else _from_env()
 
 
+def precision() -> str | None:
+    """``settings().precision`` without building the settings (read on every layer call)."""
+    return _stack[-1].precision if _stack else os.environ.get("SGNN_PRECISION") or None
+
+
 @contextlib.contextmanager
 def config(**overrides):
     """Override settings for a block: ``with sgnn.config(debug=4, cxx="clang++"): ...``."""
@@ -84,6 +111,8 @@ def config(**overrides):
     if unknown:
         from .errors import UserError
         raise UserError(f"config: unknown setting(s) {sorted(unknown)}; expected some of {sorted(names)}")
+    if "precision" in overrides:
+        overrides["precision"] = precision_of(overrides["precision"])
     if "cache_dir" in overrides:
         overrides["cache_dir"] = Path(overrides["cache_dir"]).expanduser()
     _stack.append(replace(settings(), **overrides))

@@ -1,4 +1,4 @@
-"""bench=precision (accuracy of bf16 / fp16 inference vs fp32) and the per-dtype gather roofline of
+"""bench=precision (accuracy of mixed / bf16 / fp16 inference vs fp32) and the per-dtype gather roofline of
 bench=spmm: the error definitions, tiny runs (Cora, 1 seed, 5 epochs; a small synthetic graph), their
 table / JSON fields, and that a wrong float32 reference or a wrong narrow SpMM is reported as such."""
 import json
@@ -92,22 +92,23 @@ def cora_run(tmp_path_factory):
 def test_precision_entry_fields_and_sane_values(cora_run):
     _, tmp, res = cora_run
     rows = res["rows"]
-    assert [r["precision"] for r in rows] == ["fp32", "bf16", "fp16"]
-    assert [r["dtype"] for r in rows] == ["float32", "bfloat16", "float16"]
+    assert [r["precision"] for r in rows] == ["fp32", "mixed", "bf16", "fp16"]
+    assert [r["dtype"] for r in rows] == ["float32", "float32", "bfloat16", "float16"]
     for r in rows:
         assert "error" not in r, r.get("traceback")
         assert 0.0 <= r["argmax_agreement"] <= 1.0 and 0.0 <= r["test_accuracy"] <= 1.0
         assert r["max_rel_error"] >= r["mean_rel_error"] >= 0.0
         assert r["median_ms"] > 0 and r["speedup_vs_fp32"] > 0 and r["loadavg_1m"] >= 0
         assert r["others_cores"] >= 0 and r["model"] == "gcn" and r["seed"] == 0 and r["epochs"] == 5
-    fp32, bf16, fp16 = rows
+    fp32, mixed, bf16, fp16 = rows
     assert fp32["argmax_agreement"] == 1.0 and fp32["max_rel_error"] == 0.0 and fp32["vs_pyg"]["agrees"]
     assert 0 < fp16["max_rel_error"] < bf16["max_rel_error"] < 0.1      # fp16 has 3 more mantissa bits
-    assert {s["precision"] for s in res["summary"]} == {"fp32", "bf16", "fp16"}
-    assert all(t["pass"] is not None for t in res["targets"]) and len(res["targets"]) == 5
+    assert 0 < mixed["max_rel_error"] < bf16["max_rel_error"]           # bf16 copies, float32 elsewhere
+    assert {s["precision"] for s in res["summary"]} == {"fp32", "mixed", "bf16", "fp16"}
+    assert all(t["pass"] is not None for t in res["targets"]) and len(res["targets"]) == 7
     saved = json.loads((tmp / "out" / "results.json").read_text())
     assert saved["bench"] == "precision" and saved["machine"]["flags"] == machine_info()["flags"]
-    assert saved["rows"][1]["argmax_agreement"] == bf16["argmax_agreement"]
+    assert saved["rows"][2]["argmax_agreement"] == bf16["argmax_agreement"]
     assert (tmp / "out" / "results.csv").exists() and (tmp / "out" / "results.partial.json").exists()
 
 
@@ -123,7 +124,7 @@ def test_precision_entry_detects_a_wrong_float32_output(cora_run, monkeypatch):
     res = main(overrides, tmp / "wrong")
     assert not res["rows"][0]["vs_pyg"]["agrees"]
     assert all(r["argmax_agreement"] < 0.5 for r in res["rows"][1:])
-    assert [t["pass"] for t in res["targets"]] == [False] * 5
+    assert [t["pass"] for t in res["targets"]] == [False] * 7
 
 
 def test_spmm_entry_narrow_rows_and_roofline_per_dtype(tmp_path):

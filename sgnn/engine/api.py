@@ -76,5 +76,5 @@ def explain_call(module, *args, **kwargs) -> CallExplanation:
             statements.append((what, ops.shape))
         else:
             ops = {n: as_operand(t, n) for n, t in ops.items()}
-            kernels.append(explain_plan(plan_for(what, ops, key), ops))
+            kernels.append(explain_plan(plan_for(what, ops, *key), ops))  # key: (memo key, out dtype)
     return CallExplanation(repr(module), decisions, kernels, statements)

@@ -18,10 +18,14 @@ PREFETCH_MAX_BYTES = 512  # bytes of one gathered row prefetched ahead
 
 
 class Renderer:
-    """Renders one kernel; ``sty`` is the operands' element type (``S`` for narrow storage, else ``T``)."""
+    """Renders one kernel; ``sty`` is the operands' element type (``S`` for narrow storage, else ``T``),
+    ``wide`` the operand keys (``"out"``: the output) a mixed kernel stores as ``T`` instead."""
 
-    def __init__(self, sty: str):
-        self.sty = sty
+    def __init__(self, sty: str, wide=frozenset()):
+        self.sty, self.wide = sty, wide
+
+    def elem(self, operand: str) -> str:
+        return "T" if operand in self.wide else self.sty
 
     # ------------------------------------------------------------ parameters
     def ctype(self, p) -> str:
@@ -29,7 +33,7 @@ class Renderer:
             return "int64_t"
         if p.kind == "threads":
             return "int32_t"
-        elem = self.sty if p.elem == "value" else _ELEM[p.elem]
+        elem = self.elem(p.array.operand) if p.elem == "value" else _ELEM[p.elem]
         return f"{elem}*" if p.writable else f"const {elem}*"
 
     def prototype(self, params, constant: str | None) -> str:
@@ -176,7 +180,7 @@ class Renderer:
         return out + [*self.block(n.body, d + 1), f"{p}}}"]
 
     def prefetch(self, x, ahead: str, pv: str, crd: str, p: str) -> list[str]:
-        nbytes = f"sg::min<int64_t>(({self.x(x.width)}) * sizeof({self.sty}), {PREFETCH_MAX_BYTES})"
+        nbytes = f"sg::min<int64_t>(({self.x(x.width)}) * sizeof({self.elem(x.array.operand)}), {PREFETCH_MAX_BYTES})"
         limit = f"{pv}_hi" if x.limit is None else self.x(x.limit)
         return [f"{p}  const int64_t {ahead} = sg::prefetch_ahead((int64_t)({nbytes}), {x.lines});  // invariant",
                 f"{p}  if ({pv} + {ahead} < {limit}) {{",
@@ -210,11 +214,14 @@ def _literal(e: Lit) -> str:
 
 
 def render(fns: list[Function], *, name: str, value_dtype: str, tile: int | None, header: str,
-           exact: str | None = None, storage_dtype: str | None = None, portable: bool = False) -> str:
+           exact: str | None = None, storage_dtype: str | None = None, portable: bool = False,
+           wide=frozenset()) -> str:
     """C++ source of ``fns`` computing in ``value_dtype``; ``exact`` names an index whose size is
     ``TILE`` (an exact tile): the body sees it as a compile-time constant (constant strides, no
     remainder loop). ``storage_dtype`` (bfloat16 / float16) is ``S``, the operands' narrow element
-    type; ``portable`` keeps such kernels off the bf16 / fp16 conversion instructions."""
+    type; ``portable`` keeps such kernels off the bf16 / fp16 conversion instructions. ``wide``: the
+    operands (``"out"``: the output) of such a kernel stored in ``value_dtype`` instead (a mixed
+    kernel, ``validate.mixed_dtypes``)."""
     value_ctype, storage_ctype = _CTYPE[value_dtype], _CTYPE.get(storage_dtype)
     constant = None if exact is None else f"N_{exact}"
     narrow = ["#define SG_NARROW 1", *(["#define SG_PORTABLE 1"] if portable else [])] if storage_ctype else []
@@ -223,7 +230,7 @@ def render(fns: list[Function], *, name: str, value_dtype: str, tile: int | None
              *([f"typedef {storage_ctype} S;"] if storage_ctype else [])]
     if tile:
         lines.append(f"static constexpr int64_t TILE = {tile};")
-    r = Renderer("S" if storage_ctype else "T")
+    r = Renderer("S" if storage_ctype else "T", frozenset(wide) if storage_ctype else frozenset())
     for fn in fns:
         lines.append(f'extern "C" void {name}_{fn.name}({r.prototype(fn.params, constant)}) {{')
         if constant in {p.name for p in fn.params}:

@@ -70,11 +70,11 @@ def active() -> bool:
     return _recorder.get() is not None
 
 
-def record(stmt, ops: dict, memo_key=None) -> None:
+def record(stmt, ops: dict, memo_key=None, out_dtype=None) -> None:
     """Remember an evaluation while ``recording()`` (a layer's kernels call this; else a no-op)."""
     calls = _recorder.get()
     if calls is not None:
-        calls.append(("kernel", stmt, dict(ops), memo_key))
+        calls.append(("kernel", stmt, dict(ops), (memo_key, out_dtype)))
 
 
 def record_layer(stmt, plan) -> None:

@@ -20,6 +20,7 @@ operands' signatures. Plan shapes:
 - ``torch``: one kernel, then torch ops for what a kernel cannot end with (a mean over heads).
 
 Only inference runs here: the layers' differentiable formulations use torch and ``ops.spmm``.
+Precision (mixed bf16 for float32 layers, float16 GEMMs in float32) is one decision: ``precision.decide``.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import memory, operands
+from . import memory, operands, precision as prec
 from .operands import SPARSE_FEATURE_DENSITY, dense_features, sparse_features
 from .caches import LRU
 from .explain import active, note, record, record_layer
@@ -38,6 +39,7 @@ from .expr import (Access, BinOp, Call, Const, Expr, Reduce, Softmax, Statement,
 from .runtime import evaluate
 from .schedule import Decision
 from .tensor import SparseTensor
+from ..config import precision
 from ..errors import InternalError
 
 BLOCK_MIN_BYTES = 256 << 20  # (ÂX)W aggregating more than this runs in row blocks ...
@@ -183,6 +185,9 @@ class LayerPlan:
     step: int = 0
     act: Call | None = None
     post: Expr | None = None  # torch: what follows the kernel (the kernel's result is "_core")
+    narrow: torch.dtype | None = None  # mixed mode: gathered operands in this dtype, float32 kernel output
+    casts: dict = field(default_factory=dict)  # (X, W) -> (GEMM dtype, product dtype); absent: W's dtype
+    upcast: bool = False  # a float16 layer's GEMMs in float32, rounded once
 
     def __post_init__(self):
         self.key = canonical(self.kernel)
@@ -195,7 +200,7 @@ class LayerPlan:
         env = dict(ops)
         n_dst = ops[self.adj].shape[0]
         for x, w, at_src, at_tgt in self.products:
-            z = product(ops[x], ops[w], graph.source_rows if at_src else None)
+            z = product(ops[x], ops[w], graph.source_rows if at_src else None, self.casts.get((x, w)))
             full = graph.sources(z) if at_src else z
             if at_src:
                 env[at_src] = full
@@ -212,9 +217,10 @@ class LayerPlan:
 
     def _kernel(self, env: dict):
         env = {n: env[n] for n in self.kernel.inputs}
+        out_dtype = torch.float32 if self.narrow or (self.upcast and self.shape == "gemm") else None  # mixed
         if active():
-            record(self.kernel, env, self.key)
-        return evaluate(self.kernel, env, memo_key=self.key)
+            record(self.kernel, env, self.key, out_dtype)
+        return evaluate(self.kernel, env, memo_key=self.key, out_dtype=out_dtype)
 
     def _gemm(self, ops: dict, env: dict, graph, n: int):
         """``act(agg W^T + b + Σ X' W'^T)``, ``agg`` by the kernel, one row block at a time."""
@@ -222,7 +228,7 @@ class LayerPlan:
         dtype = w.dtype
         full = {}
         for name, at_tgt in self.features:
-            full[name] = graph.sources(dense_features(ops[name], dtype))
+            full[name] = graph.sources(dense_features(ops[name], self.narrow or dtype))
             if at_tgt:
                 full[at_tgt] = full[name][:n]
         env.update(full)
@@ -234,15 +240,13 @@ class LayerPlan:
             (inplace if fits and sparse_features(x) is None else after).append((x, ops[t.w].detach()))
         out = memory.empty((n, w.shape[0]), dtype)
         step = self.step or max(n, 1)
+        up = (torch.float32, dtype) if self.upcast else None
         for r0 in range(0, n, step):
             r1 = min(n, r0 + step)
             agg = self._kernel(env if step >= n else self._rows(env, r0, r1))
-            rows = out[r0:r1]
-            torch.mm(agg, w.t(), out=rows) if b is None else torch.addmm(b, agg, w.t(), out=rows)
-            for x, wx in inplace:  # one GEMM pass with beta = 1
-                rows.addmm_(x[r0:r1], wx.t())
+            prec.gemm_into(out[r0:r1], agg, w, b, [(x[r0:r1], wx) for x, wx in inplace], self.upcast)
         for x, wx in after:
-            out = out + product(x, wx)
+            out = out + product(x, wx, cast=up)
         return out if self.act is None else act_(self.act, out)
 
     def _rows(self, env: dict, r0: int, r1: int) -> dict:
@@ -266,9 +270,10 @@ def row_slice(a: SparseTensor, r0: int, r1: int) -> SparseTensor:
 
 
 # ---------------------------------------------------------------- execution helpers
-def product(x, w: torch.Tensor, buffer=None) -> torch.Tensor:
+def product(x, w: torch.Tensor, buffer=None, cast: tuple | None = None) -> torch.Tensor:
     """``x @ w.reshape(-1, F).T`` viewed ``[N, *w.shape[:-1]]``: a torch GEMM into a huge-page buffer
-    (``buffer(shape, dtype)`` when given), or an sgnn sparse×dense kernel when X is mostly zeros."""
+    (``buffer(shape, dtype)`` when given), or an sgnn sparse×dense kernel when X is mostly zeros.
+    ``cast``: (GEMM dtype, result dtype), X and W (a cached copy) taken to the first; default W's."""
     w2 = w if w.dim() == 2 else w.reshape(-1, w.shape[-1])
     xs = sparse_features(x)
     if xs is None:
@@ -276,11 +281,7 @@ def product(x, w: torch.Tensor, buffer=None) -> torch.Tensor:
             note(Decision(f"X·W {tuple(x.shape)} x {tuple(w2.shape[::-1])}: torch GEMM (BLAS), not a generated "
                           f"loop", f"X is not sparse: sampled density >= {SPARSE_FEATURE_DENSITY:g}, or not sampled "
                           f"(small, an inference tensor, or under autograd)"))
-        x = x if x.dtype == w2.dtype else x.to(w2.dtype)
-        out = buffer((x.shape[0], w2.shape[0]), w2.dtype) if buffer is not None else None
-        if out is None or out.shape != (x.shape[0], w2.shape[0]) or out.dtype != w2.dtype:
-            out = memory.empty((x.shape[0], w2.shape[0]), w2.dtype)
-        z = torch.mm(x, w2.detach().t(), out=out)
+        z = prec.cast_product(x, w2, buffer, *(cast or (w2.dtype, w2.dtype)))
     else:
         if active():
             note(Decision(f"X·W: sparse x dense, a generated sgnn loop: X stores {xs.nnz} of "
@@ -290,7 +291,8 @@ def product(x, w: torch.Tensor, buffer=None) -> torch.Tensor:
         ops = {"X": xs, "Wt": operands.transposed(w2)}
         if active():
             record(SPARSE_XW, ops, _SPARSE_KEY)
-        z = evaluate(SPARSE_XW, ops, memo_key=_SPARSE_KEY)
+        z = evaluate(SPARSE_XW, ops, memo_key=_SPARSE_KEY)  # accumulates in float32: cast after
+        z = z if cast is None else z.to(cast[1])
     return z.view(z.shape[0], *w.shape[:-1]) if w.dim() > 2 else z
 
 
@@ -484,10 +486,11 @@ def _sig(t):
 def run(stmt: Statement, ops: dict, graph=None):
     """Plan (once per statement and operand signatures) and run a layer statement on ``ops``;
     ``graph`` gives ``sources(t)`` and ``source_rows(shape, dtype)`` of a partitioned graph."""
-    key = (canonical(stmt), *ops, *[_sig(t) for t in ops.values()])
+    mode = precision()
+    key = (canonical(stmt), *ops, *[_sig(t) for t in ops.values()], mode)
     plan = _plans.recent.get(key) or _plans.get(key)
     if plan is None:
-        plan = _plans.get_or_build(key, lambda: build(stmt, ops))
+        plan = _plans.get_or_build(key, lambda: prec.decide(build(stmt, ops), ops, mode))
     return plan(ops, LOCAL if graph is None else graph)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace as dc_replace
 
 import torch
 
@@ -28,6 +28,7 @@ from .native import plain, pointer, real_mode
 from .schedule import Decision, OperandInfo, Schedule, make_schedule
 from .tensor import SparseTensor
 from .tiling import Tile, decide
+from .validate import mixed_dtypes
 from .verify import verify
 
 _dispatch_modes = torch._C._len_torch_dispatch_stack  # nonzero under FakeTensorMode & co (see real_mode)
@@ -82,10 +83,15 @@ def as_operand(t, name: str):
 class Plan:
     """A scheduled statement; kernels are compiled per tile on first use."""
 
-    def __init__(self, stmt: Statement, infos: dict[str, OperandInfo]):
+    def __init__(self, stmt: Statement, infos: dict[str, OperandInfo], out_dtype: torch.dtype | None = None):
         self.stmt = stmt
         self.infos = infos
+        wide = frozenset()  # float32 operands of a mixed kernel (validate.mixed_dtypes): read wide
+        if out_dtype is not None:  # the schedule sees them in the narrow dtype
+            narrow, wide = mixed_dtypes({n: i.value_dtype for n, i in infos.items()}, out_dtype)
+            infos = {n: dc_replace(i, value_dtype=narrow) if n in wide else i for n, i in infos.items()}
         self.sched: Schedule = make_schedule(stmt, infos)
+        self.wide = frozenset(sl.key for sl in self.sched.slots.values() if sl.operand in wide)
         self.kernels = LRU(KERNELS_PER_PLAN)
         self._lock = threading.Lock()  # one compile per tile, even when threads race
         s = self.sched
@@ -98,12 +104,14 @@ class Plan:
                 if v in self.size_sources and (sl.operand, d) not in self.size_sources[v]:
                     self.size_sources[v].append((sl.operand, d))
         self.value_dtype = getattr(torch, s.storage_dtype or s.value_dtype)  # the operands' and the result's dtype
+        self.out_dtype = out_dtype or self.value_dtype  # ... unless a mixed kernel writes float32
         self.slot_names = [(sl.key, sl.operand) for sl in abi.unique_slots(s)]
         self.needs_conversion = any(sl.convert_to is not None for sl in s.slots.values())
         # slots reading multiplicities as values: cast to the plan's dtype (ones when pattern-only)
         self.count_keys = [sl.key for sl in abi.unique_slots(s) if sl.info.value_dtype == "count"]
         self.by_sizes = LRU(SIZES_PER_PLAN)  # index sizes -> kernel (the tile depends on the sizes only)
-        self.array_args = _array_args(s, self.params, self.value_dtype)
+        self.array_args = _array_args(s, self.params, self.value_dtype, self.wide)
+        self.dense_dtype = {key: torch.float32 if key in self.wide else self.value_dtype for key, _ in self.slot_names}
 
     # ------------------------------------------------------------ compile
     def variant(self) -> tuple:
@@ -129,7 +137,8 @@ class Plan:
         source = codegen.render(fns, name="sgnn", value_dtype=self.sched.value_dtype,
                                 tile=tile.size if tile else None, header=header,
                                 exact=tile.var if tile is not None and tile.exact else None,
-                                storage_dtype=narrow or None, portable=bool(narrow) and settings().portable_math)
+                                storage_dtype=narrow or None, portable=bool(narrow) and settings().portable_math,
+                                wide=self.wide | ({"out"} if self.out_dtype != self.value_dtype else set()))
         log(2, "schedule:\n  " + "\n  ".join(str(d) for d in self.sched.decisions))
         ir = "\n".join(f"{fn.name}:\n{show(fn.body, 1)}" for fn in fns)
         log(3, "loop IR:\n" + ir)
@@ -194,12 +203,12 @@ class Plan:
     def run(self, k: Kernel, by_slot: dict, sizes: dict):
         s = self.sched
         args = [sizes[v] for v in self.vars]
-        vdt = self.value_dtype
+        vdt, ddt = self.out_dtype, self.dense_dtype
         for key, arrays in self.array_args:  # dense: checked per call; sparse: once per tensor
             t = by_slot[key]
             if arrays is None:  # as_operand vetted its type, device, layout and contiguity
                 p = t.data_ptr()
-                args.append(p if p and t.dtype is vdt else pointer(t, vdt, key))
+                args.append(p if p and t.dtype is ddt[key] else pointer(t, ddt[key], key))
                 continue
             ptrs = t._derived.get(arrays[3])  # a sparse tensor's arrays never move: checked once, cached
             if ptrs is None:
@@ -319,7 +328,7 @@ def balanced_bounds(pos: torch.Tensor, nparts: int) -> torch.Tensor:
     return torch.cummax(b, 0).values.contiguous()
 
 
-def _array_args(s: Schedule, params, value_dtype: torch.dtype) -> list:
+def _array_args(s: Schedule, params, value_dtype: torch.dtype, wide=frozenset()) -> list:
     """Per operand in ABI order (``abi.operand_arrays``): ``(key, None)`` for a dense one, ``(key,
     (arrays, index dtype, value dtype, cache key))`` for a sparse one, ``arrays`` naming its level
     arrays; the cache key (a string: its hash is computed once) names their checked addresses."""
@@ -330,7 +339,7 @@ def _array_args(s: Schedule, params, value_dtype: torch.dtype) -> list:
             out.append((key, None))
             continue
         sl = slots[key]
-        vdt = value_dtype if sl.info.value_dtype is not None else None
+        vdt = (torch.float32 if key in wide else value_dtype) if sl.info.value_dtype is not None else None
         idt = getattr(torch, sl.info.index_dtype)
         out.append((key, (("ptrs", *arrays), idt, vdt, f"pointers {list(arrays)} {idt} {vdt}")))
     return out
@@ -352,21 +361,23 @@ def _fast_key(t):
     return (t.dtype, t.dim())
 
 
-def plan_for(stmt: Statement, ops: dict, memo_key=None) -> Plan:
+def plan_for(stmt: Statement, ops: dict, memo_key=None, out_dtype=None) -> Plan:
     key = (memo_key if memo_key is not None else stmt, *ops, *[_fast_key(t) for t in ops.values()])
+    key = key if out_dtype is None else (*key, out_dtype)
     p = _plans.recent.get(key) or _plans.get(key)
     if p is None:
-        p = _plans.get_or_build(key, lambda: Plan(stmt, {n: operand_info(t) for n, t in ops.items()}))
+        p = _plans.get_or_build(key, lambda: Plan(stmt, {n: operand_info(t) for n, t in ops.items()}, out_dtype))
     return p
 
 
-def evaluate(stmt: Statement, ops: dict, memo_key=None):
-    """Compile (once) and run ``stmt`` on the named operands."""
+def evaluate(stmt: Statement, ops: dict, memo_key=None, out_dtype=None):
+    """Compile (once) and run ``stmt`` on the named operands. ``out_dtype=torch.float32``: a mixed
+    kernel, operands float32 or one narrow dtype, result float32 (``validate.mixed_dtypes``)."""
     ops = {n: as_operand(t, n) for n, t in ops.items()}
     missing = [n for n in stmt.inputs if n not in ops]
     if missing:
         raise UserError(f"no tensor bound to {missing} (the expression reads {list(stmt.inputs)})")
-    return plan_for(stmt, ops, memo_key)(ops)
+    return plan_for(stmt, ops, memo_key, out_dtype)(ops)
 
 
 __all__ = ["Plan", "Kernel", "evaluate", "plan_for", "balanced_bounds"]

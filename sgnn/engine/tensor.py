@@ -14,7 +14,9 @@ take the dtype of the expression they enter instead of fixing it.
 **Value dtypes**: float32, float64, bfloat16, float16. Kernels read bfloat16 / float16 values
 narrow, accumulate in float32 and return results in that dtype, rounded once to nearest even
 (float16 overflow gives inf, as in torch). Operands of different value dtypes are refused, never
-promoted silently (a pattern-only or counts operand takes the others' dtype).
+promoted silently (a pattern-only or counts operand takes the others' dtype), except in a mixed
+kernel (``evaluate(..., out_dtype=torch.float32)``): float32 operands next to one narrow dtype, each
+read at its own width, a float32 result (``validate.mixed_dtypes``).
 
 A tensor is immutable; values derived from it (conversions, partitions, pointers) are cached on
 it by ``derived`` and built once even when threads race (``caches.BUILD_LOCK``).

@@ -155,3 +155,18 @@ def check_compressed_bounds(pos, crd, shape, where: str) -> None:
 def rows_canonical(pos: torch.Tensor, crd: torch.Tensor) -> bool:
     """Whether every segment of a (bounds-checked) compressed level is sorted and unique."""
     return crd.numel() < 2 or not bool(_out_of_order(pos, crd, True).any())
+
+
+
+def mixed_dtypes(value_dtypes: dict, out_dtype) -> tuple[str, frozenset]:
+    """The dtype rule of a kernel asked for a float32 result (``evaluate(..., out_dtype=float32)``): each
+    operand is float32 or one narrow dtype S (bfloat16 / float16) and is read at its own width (no
+    copy); the kernel accumulates and writes float32. Returns (S or "", names of the float32 operands)."""
+    if out_dtype is not torch.float32:
+        _fail(f"out_dtype: only torch.float32 (a float32 result from narrow operands) is supported (got {out_dtype})")
+    floats = {n: d for n, d in value_dtypes.items() if d not in (None, "count")}
+    narrow = set(floats.values()) - {"float32"}
+    if len(narrow) > 1 or narrow - {"bfloat16", "float16"}:
+        _fail(f"out_dtype=float32: operands must be float32 or one of bfloat16 / float16 "
+              f"({', '.join(f'{n} is {d}' for n, d in floats.items())})")
+    return (narrow.pop(), frozenset(n for n, d in floats.items() if d == "float32")) if narrow else ("", frozenset())

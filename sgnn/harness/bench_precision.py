@@ -3,8 +3,9 @@ float32, per (dataset, model, training seed).
 
 Per case: the float32 PyG model is trained by the harness (``train.load_or_train``, weight cache; the
 training seed is ``cfg.seed`` = each of ``bench.seeds``), and its sgnn twin (``models.sgnn_forward``)
-runs full-graph inference three times: float32; the model cast by ``.bfloat16()`` with bfloat16
-features; ``.half()`` with float16 features. sgnn float32 is first checked against PyG float32
+runs full-graph inference per precision: float32; ``mixed``, the float32 model and features under
+``sgnn.config(precision="bf16")`` (bfloat16 aggregation, float32 outputs); the model cast by
+``.bfloat16()`` with bfloat16 features; ``.half()`` with float16 features. sgnn float32 is first checked against PyG float32
 (``cfg.check``); it is then the reference of the narrow runs. Per row:
 
 - test accuracy and its difference to float32 in points;
@@ -41,8 +42,9 @@ from .report import (load_note, ms, print_grid, print_targets, stdout, versions,
 from .timing import adaptive_repetitions, time_calls
 from .train import accuracy, load_or_train
 
-PRECISIONS = {"fp32": (torch.float32, "float"), "bf16": (torch.bfloat16, "bfloat16"),
-              "fp16": (torch.float16, "half")}
+PRECISIONS = {"fp32": (torch.float32, "float"), "mixed": (torch.float32, "float"),
+              "bf16": (torch.bfloat16, "bfloat16"), "fp16": (torch.float16, "half")}
+MIXED = {"mixed": "bf16"}  # precisions run as a float32 model under sgnn.config(precision=...)
 EPS = 1e-12
 
 
@@ -66,10 +68,19 @@ def compare(y: torch.Tensor, ref: torch.Tensor, data) -> dict:
 
 
 def forward(net, data, precision: str):
-    """sgnn inference of ``net`` cast by ``.float()/.bfloat16()/.half()``, features in that dtype."""
+    """sgnn inference of ``net`` cast by ``.float()/.bfloat16()/.half()``, features in that dtype (a
+    ``MIXED`` precision: float32, each call under ``sgnn.config(precision=...)``)."""
     dtype, cast = PRECISIONS[precision]
     twin = getattr(copy.deepcopy(net), cast)()
-    return sgnn_forward(twin, types.SimpleNamespace(x=data.x.to(dtype), edge_index=data.edge_index))
+    fn = sgnn_forward(twin, types.SimpleNamespace(x=data.x.to(dtype), edge_index=data.edge_index))
+    if precision not in MIXED:
+        return fn
+    import sgnn
+
+    def mixed():
+        with sgnn.config(precision=MIXED[precision]):
+            return fn()
+    return mixed
 
 
 def timed(fn, b, quiet: Quiet) -> tuple[dict, torch.Tensor]:
@@ -250,7 +261,7 @@ def report(res: dict) -> None:
         "agreement: argmax vs sgnn float32 over all nodes"]
     head += [f"graph {k}: {g['label']}; {g['nodes']:,} nodes, {g['edges']:,} edges. {g['note']}".rstrip()
              for k, g in res["graphs"].items()]
-    print_grid("sgnn inference in bf16 / fp16 vs fp32 per training seed (others: cores used by other "
+    print_grid("sgnn inference in mixed (fp32 model, bf16 aggregation) / bf16 / fp16 vs fp32 per training seed (others: cores used by other "
                "processes while timing; load 1m: os.getloadavg)", ROW_COLUMNS,
                [_row_cells(r) for r in res["rows"]], caption=head, right=set(ROW_COLUMNS[2:]) - {"precision"})
     print_grid("Summary over seeds (Δ acc: mean accuracy minus fp32 mean accuracy; min agree: worst seed)",
@@ -268,7 +279,7 @@ def run(cfg, out_dir) -> dict:
     b, quiet = cfg.bench, Quiet(cfg.quiet)
     precisions = [str(p) for p in b.precisions]
     if not precisions or precisions[0] != "fp32" or any(p not in PRECISIONS for p in precisions):
-        raise ValueError(f"bench.precisions: expected fp32 first, then some of bf16, fp16 (got {precisions})")
+        raise ValueError(f"bench.precisions: expected fp32 first, then some of mixed, bf16, fp16 (got {precisions})")
     res = {"bench": "precision", "machine": {**machine_info(), "sgnn": sgnn.__version__},
            "versions": versions(), "config": OmegaConf.to_container(b),
            "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()), "graphs": {}, "rows": []}
