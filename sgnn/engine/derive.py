@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import NotSupported, UserError
-from .expr import (Access, BinOp, Call, Const, Expr, Pattern, Reduce, Softmax, Statement, accesses,
+from .expr import (Access, BinOp, Call, Const, Expr, Keep, Pattern, Reduce, Softmax, Statement, accesses,
                    walk)
 
 GRAD = "grad_out"  # the upstream gradient's operand name in derived statements
@@ -166,7 +166,7 @@ def _push(e: Expr, adj: Expr, bound: frozenset[str], ctx: _Ctx, value: Expr | No
                 raise NotSupported(f"derivative: repeated index in {e} (a diagonal) is not supported")
             ctx.terms.append(Term(e.idx, adj, bound))
         return
-    if isinstance(e, (Const, Pattern)) or not _mentions(e, ctx.wrt):
+    if isinstance(e, (Const, Pattern, Keep)) or not _mentions(e, ctx.wrt):  # a mask: a constant factor
         return
     if isinstance(e, BinOp):
         _push_binop(e, adj, bound, ctx, value)
@@ -395,6 +395,8 @@ def _rename(e: Expr, m: dict[str, str]) -> Expr:
         return Pattern(_rename(e.access, m))
     if isinstance(e, Const):
         return e
+    if isinstance(e, Keep):  # renamed indices name the same coordinates: the same mask
+        return Keep(e.seed, tuple(m.get(i, i) for i in e.idx), e.p)
     if isinstance(e, BinOp):
         return BinOp(e.op, _rename(e.a, m), _rename(e.b, m))
     if isinstance(e, Call):
