@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sgnn
-from sgnn.engine import runtime
+from sgnn.engine import autodiff, runtime
 from sgnn.engine.expr import compute, indices, keep, pattern, sum_, tensors
 from sgnn.engine.lower import lower
 from sgnn.engine.verify import verify
@@ -218,6 +218,23 @@ def test_p_zero_keep_is_exactly_no_dropout():
 
 
 # ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("edge", [False, True])
+def test_backward_has_no_per_edge_intermediate(edge):
+    """The derived backward with dropout: every intermediate is per node (rows or sources), none per
+    edge; the mask is recomputed inside each gradient statement; only the edge logits' own gradient
+    (sampled at the pattern) is E×H."""
+    stmt = attention_statement(True, edge, True, 0.2, 0.6)
+    targets = {"as_": False, "ad": False, "X": False, "b": False, **({"ae": True} if edge else {})}
+    b = autodiff.backward_of(stmt, targets)
+    for name, st in b.pre:
+        assert not {"i", "j"} <= set(st.idx), f"{name} := {st} is per edge"
+    assert any("keep_seed" in str(st) for _, st in b.pre)  # the logits' gradients: sum_c X keep G... per node
+    assert "keep_seed" not in str(b.stmts["b"])  # the bias is added after the dropped sum
+    for name in ("X",) + (("ae",) if edge else ()):
+        assert "keep_seed" in str(b.stmts[name])  # the mask enters dX = sum_i G alpha keep (and d ae)
+    assert "seed" in b.stmts["X"].inputs
 
 
 @pytest.mark.parametrize("dst,edge,bias", [(True, False, True), (False, True, False), (True, True, True)])

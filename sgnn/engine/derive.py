@@ -247,7 +247,10 @@ def _softmax(e: Reduce, sm: Softmax, rest: list, adj: Expr, bound: frozenset[str
     ``z = sum_j exp(s - m)`` and ``alpha = exp(s - m) / z`` (intermediate statements over the rows);
     ``dv = adj * alpha``; ``ds = alpha * (sum_C adj v - beta)`` with ``beta = sum_C adj * out``
     (``C``: the indices of ``v`` that ``s`` lacks, e.g. channels), pushed into ``s`` as an expression:
-    no per-edge tensor is stored (``_exchange`` reorders the sums that would need one)."""
+    no per-edge tensor is stored (``_exchange`` reorders the sums that would need one). ``v`` is every
+    other factor, a dropout mask ``keep_ijh`` included (PyG drops alpha after the softmax): then
+    ``ds = alpha (sum_C adj keep X - beta)``, ``beta = sum_C adj out`` (``out`` already holds the
+    mask), and ``dX = sum_i adj alpha keep``; the mask, a constant, is recomputed where it appears."""
     j, s = sm.idx, sm.body
     if e.idx != (j,):
         raise NotSupported(f"derivative: softmax_{j} must be a factor of a sum over {j} alone (got {e})")
