@@ -124,6 +124,8 @@ def test_seed_is_a_runtime_argument():
         plan({**ops, "seed": torch.tensor(1.5)})
     with pytest.raises(UserError, match="keep"):
         keep("seed", (_i, _j), 1.5)
+    with pytest.raises(UserError, match="no extent"):  # an index only the mask carries has no size
+        compute((_i, _j), keep("seed", (_i, _j), 0.5) * _O[_i])
 
 
 # ---------------------------------------------------------------- fused attention vs the reference

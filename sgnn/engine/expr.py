@@ -208,6 +208,10 @@ class Statement:
                             f"reduced; wrap the expression in sum_(...)")
         if len(set(self.idx)) != len(self.idx):
             raise UserError(f"compute: repeated output index in {self.idx}")
+        loose = {v for k in walk(self.expr) if isinstance(k, Keep) for v in k.idx} - \
+            {v for a in accesses(self.expr) for v in a.idx}
+        if loose:
+            raise UserError(f"compute: keep's index {sorted(loose)} has no extent (no tensor access carries it)")
 
     def __str__(self) -> str:
         return f"{self.name}[{','.join(self.idx)}] = {self.expr}"

@@ -3,8 +3,9 @@
 ``forward`` runs under autograd and with attention dropout in ``train()``: the fused attention
 (derived backward; dropout's mask hashed in the kernels) on large graphs, else, and always for
 ``return_attention_weights`` or ``aggr`` max/min/mul, PyG's formulation on torch ops, which
-stores E×H×C messages, as PyG does, and whose gradients are torch's. The edge-logit helpers serve both paths: the fused kernel
-reads the logits of ``edge_attr`` as a 3-d sparse tensor over the graph's pattern.
+stores E×H×C messages, as PyG does, and whose gradients are torch's. The edge-logit helpers serve
+both paths: the fused kernel reads the logits of ``edge_attr`` as a 3-d sparse tensor over the
+graph's pattern.
 """
 from __future__ import annotations
 
