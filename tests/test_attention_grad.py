@@ -206,3 +206,22 @@ def test_double_backward_refused_and_inference_mode_records_nothing():
     with torch.inference_mode():
         out = attention(adj, a, None, x)
     assert not out.requires_grad and out.grad_fn is None
+
+
+def test_inline_float_exp_is_accurate():
+    """sgnn_runtime.h's float exp (inline, so SIMD loops vectorise it): within 2 ulp of exp in float64,
+    and libm's values at the edges (overflow to inf, gradual underflow, -inf -> 0, NaN)."""
+    from sgnn.engine.runtime import evaluate
+    (k,), (O,) = indices("k"), tensors("O")
+    x = torch.cat([torch.linspace(-103.9, 88.7, 1_000_003), torch.randn(100_000) * 5,
+                   torch.tensor([0.0, -0.0, 1e-30, -1e-30, 88.72283, 88.7229, 89.0, -87.4, -95.0, -104.5,
+                                 float("inf"), float("-inf"), float("nan")])]).float()
+    got = evaluate(compute((k,), exp(O[k])), {"O": x})
+    want = torch.exp(x.double())
+    normal = (want >= torch.finfo(torch.float32).tiny) & (want <= torch.finfo(torch.float32).max)
+    rel = ((got.double() - want).abs() / want)[normal]
+    assert float(rel.max()) < 2 * 2.0 ** -23, float(rel.max())
+    sub = want < torch.finfo(torch.float32).tiny  # gradual underflow: within 2 denormal steps
+    assert bool(sub.sum() > 1000) and float((got.double()[sub] - want[sub]).abs().max()) <= 2 * 2.0 ** -149
+    assert torch.equal(got[-3:-1], torch.tensor([float("inf"), 0.0])) and got[-1].isnan()
+    assert got[(x > 88.7229) & x.isfinite()].isinf().all()

@@ -1,6 +1,6 @@
 """The kernel ABI, declared once: the ordered parameters of every generated function.
 
-``params(sched)`` lists them: the index sizes, each operand's arrays (a sparse operand's ``pos`` /
+``params(sched)`` lists them: the index sizes, dropout seeds, each operand's arrays (a sparse operand's ``pos`` /
 ``crd`` per level and its values, a dense operand's buffer), the output arrays, then the parallel
 launch (partition bounds, part count, thread count). ``codegen`` renders the C prototype from this
 list, ``argtypes`` gives the ctypes signature and ``operand_arrays`` the runtime's argument order.
@@ -10,12 +10,14 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
+from .expr import Keep, walk
 from .loopir import Array
+from .lower_scalar import seed_param
 
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One parameter. ``kind``: size | array | count (int64) | threads (int32). An array's ``elem``
+    """One parameter. ``kind``: size | seed | array | count (int64) | threads (int32). An array's ``elem``
     is ``index32`` / ``index64`` (sparse indices), ``value`` (the operands' element type) or ``int64``."""
 
     name: str
@@ -31,6 +33,11 @@ def size_indices(sched) -> list[str]:
     for r in sched.reductions:
         vs += [v for v in r.idx if v not in vs]
     return vs
+
+
+def seed_operands(sched) -> list[str]:
+    """The operands whose value is a dropout seed (``expr.Keep``), passed as int64 scalars."""
+    return list(dict.fromkeys(k.seed for k in walk(sched.stmt.expr) if isinstance(k, Keep)))
 
 
 def unique_slots(sched) -> list:
@@ -69,6 +76,7 @@ def _output(kind: str) -> list[Param]:
 def params(sched) -> tuple[Param, ...]:
     """The parameters of every function of ``sched``'s kernel, in order."""
     out = [Param(f"N_{v}", "size") for v in size_indices(sched)]
+    out += [Param(seed_param(n), "seed") for n in seed_operands(sched)]
     for sl in unique_slots(sched):
         out += _operand(sl)
     out += _output(sched.output)

@@ -29,7 +29,7 @@ class Renderer:
 
     # ------------------------------------------------------------ parameters
     def ctype(self, p) -> str:
-        if p.kind in ("size", "count"):
+        if p.kind in ("size", "count", "seed"):
             return "int64_t"
         if p.kind == "threads":
             return "int32_t"

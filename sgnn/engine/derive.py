@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import NotSupported, UserError
-from .expr import (Access, BinOp, Call, Const, Expr, Pattern, Reduce, Softmax, Statement, accesses,
+from .expr import (Access, BinOp, Call, Const, Expr, Keep, Pattern, Reduce, Softmax, Statement, accesses,
                    walk)
 
 GRAD = "grad_out"  # the upstream gradient's operand name in derived statements
@@ -166,7 +166,7 @@ def _push(e: Expr, adj: Expr, bound: frozenset[str], ctx: _Ctx, value: Expr | No
                 raise NotSupported(f"derivative: repeated index in {e} (a diagonal) is not supported")
             ctx.terms.append(Term(e.idx, adj, bound))
         return
-    if isinstance(e, (Const, Pattern)) or not _mentions(e, ctx.wrt):
+    if isinstance(e, (Const, Pattern, Keep)) or not _mentions(e, ctx.wrt):  # a mask: a constant factor
         return
     if isinstance(e, BinOp):
         _push_binop(e, adj, bound, ctx, value)
@@ -247,7 +247,10 @@ def _softmax(e: Reduce, sm: Softmax, rest: list, adj: Expr, bound: frozenset[str
     ``z = sum_j exp(s - m)`` and ``alpha = exp(s - m) / z`` (intermediate statements over the rows);
     ``dv = adj * alpha``; ``ds = alpha * (sum_C adj v - beta)`` with ``beta = sum_C adj * out``
     (``C``: the indices of ``v`` that ``s`` lacks, e.g. channels), pushed into ``s`` as an expression:
-    no per-edge tensor is stored (``_exchange`` reorders the sums that would need one)."""
+    no per-edge tensor is stored (``_exchange`` reorders the sums that would need one). ``v`` is every
+    other factor, a dropout mask ``keep_ijh`` included (PyG drops alpha after the softmax): then
+    ``ds = alpha (sum_C adj keep X - beta)``, ``beta = sum_C adj out`` (``out`` already holds the
+    mask), and ``dX = sum_i adj alpha keep``; the mask, a constant, is recomputed where it appears."""
     j, s = sm.idx, sm.body
     if e.idx != (j,):
         raise NotSupported(f"derivative: softmax_{j} must be a factor of a sum over {j} alone (got {e})")
@@ -395,6 +398,8 @@ def _rename(e: Expr, m: dict[str, str]) -> Expr:
         return Pattern(_rename(e.access, m))
     if isinstance(e, Const):
         return e
+    if isinstance(e, Keep):  # renamed indices name the same coordinates: the same mask
+        return Keep(e.seed, tuple(m.get(i, i) for i in e.idx), e.p)
     if isinstance(e, BinOp):
         return BinOp(e.op, _rename(e.a, m), _rename(e.b, m))
     if isinstance(e, Call):

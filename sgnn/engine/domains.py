@@ -7,7 +7,7 @@ range, ``PosFor`` over one level, ``Merge`` over several).
 from __future__ import annotations
 
 from ..errors import NotSupported
-from .expr import Access, BinOp, Call, Const, Expr, Pattern, Reduce, Softmax, children
+from .expr import Access, BinOp, Call, Const, Expr, Keep, Pattern, Reduce, Softmax, children
 from .rewrite import softmax_terms
 
 FULL = ("full",)
@@ -25,7 +25,7 @@ def domain(e: Expr, v: str, level_of) -> tuple:
         a = e.access if isinstance(e, Pattern) else e
         lv = level_of(a, v)
         return ("it", a) if lv is not None and lv.iterates_by_position else FULL
-    if isinstance(e, Const):
+    if isinstance(e, (Const, Keep)):  # a dropout mask is defined at every coordinate
         return FULL
     if isinstance(e, Softmax):
         return domain(softmax_terms(e)[2], v, level_of)

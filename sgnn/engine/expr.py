@@ -9,6 +9,7 @@ An expression is a tree of frozen nodes over named tensors and index variables:
   ``BinOp`` (+, -, *, /, max, min)
 - ``Reduce``   ``sum_j body`` / ``max_j`` / ``min_j``
 - ``Softmax``  softmax of ``body`` over ``j`` within the row pattern of a sparse access
+- ``Keep``     ``keep(seed, (i, j, h), p)``: a dropout keep-mask, 1/(1-p) or 0 per coordinate tuple
 
 **Sampled semantics**: a reduction over an index that a sparse operand stores iterates only the
 stored entries (products intersect, sums unite the operands' patterns), so ``max`` and
@@ -157,6 +158,22 @@ class Softmax(Expr):
         return f"softmax_{self.idx}({self.body} over {self.over})"
 
 
+@dataclass(frozen=True, slots=True)
+class Keep(Expr):
+    """Dropout's keep-mask: ``1/(1-p)`` where a counter-based hash (Philox4x32-7, ``sgnn_runtime.h``)
+    of the coordinates ``idx`` (low 32 bits each), keyed by the runtime 64-bit ``seed`` (a one-element
+    int64 operand), keeps, else 0: a pure function of coordinates, so every kernel (forward, CSR or
+    CSC gradients) recomputes one mask, and a repeated (multi-)edge gets the same mask for its copies."""
+
+    seed: str
+    idx: tuple[str, ...]
+    p: float
+    _h: int = field(default=0, init=False, repr=False, compare=False)  # cached structural hash
+
+    def __str__(self) -> str:
+        return f"keep_{self.seed}[{','.join(self.idx)}; p={self.p}]"
+
+
 def _structural_hash(self) -> int:
     """The hash of the node's fields, computed once: a deep tree hashes in O(1) after its first use,
     so a ``Statement`` is a cheap memo key."""
@@ -167,7 +184,7 @@ def _structural_hash(self) -> int:
     return h
 
 
-for _cls in (Access, Pattern, Const, Call, BinOp, Reduce, Softmax):
+for _cls in (Access, Pattern, Const, Call, BinOp, Reduce, Softmax, Keep):
     _cls._key_fields = tuple(f.name for f in fields(_cls) if f.compare)
     _cls.__hash__ = _structural_hash
 
@@ -183,13 +200,18 @@ class Statement:
 
     def __post_init__(self):
         if not self.inputs:
-            object.__setattr__(self, "inputs", tuple(dict.fromkeys(a.name for a in accesses(self.expr))))
+            names = [a.name for a in accesses(self.expr)] + [k.seed for k in walk(self.expr) if isinstance(k, Keep)]
+            object.__setattr__(self, "inputs", tuple(dict.fromkeys(names)))
         extra = set(self.expr.free) - set(self.idx)
         if extra:
             raise UserError(f"compute: index {sorted(extra)} is used but neither an output index nor "
                             f"reduced; wrap the expression in sum_(...)")
         if len(set(self.idx)) != len(self.idx):
             raise UserError(f"compute: repeated output index in {self.idx}")
+        loose = {v for k in walk(self.expr) if isinstance(k, Keep) for v in k.idx} - \
+            {v for a in accesses(self.expr) for v in a.idx}
+        if loose:
+            raise UserError(f"compute: keep's index {sorted(loose)} has no extent (no tensor access carries it)")
 
     def __str__(self) -> str:
         return f"{self.name}[{','.join(self.idx)}] = {self.expr}"
@@ -268,6 +290,14 @@ abs_ = _unary("abs")
 step = _unary("step")
 
 
+def keep(seed: str, idx, p: float) -> Keep:
+    """Dropout's keep-mask over ``idx`` (at most 4 indices), seeded by the int64 operand ``seed``."""
+    idx, p = _idx(idx), float(p)
+    if not 1 <= len(idx) <= 4 or not 0.0 <= p <= 1.0 or not str(seed).isidentifier():
+        raise UserError(f"keep: expected 1-4 indices, 0 <= p <= 1 and a seed operand name (got {idx}, {p}, {seed!r})")
+    return Keep(str(seed), idx, p)
+
+
 def leaky_relu(x, negative_slope: float = 0.01) -> Call:
     return Call("leaky_relu", (_lift(x),), float(negative_slope))
 
@@ -314,7 +344,7 @@ def accesses(e: Expr) -> list[Access]:
 
 
 def _free(e: Expr) -> frozenset[str]:
-    if isinstance(e, Access):
+    if isinstance(e, (Access, Keep)):
         return frozenset(e.idx)
     if isinstance(e, Reduce):
         return _free(e.body) - set(e.idx)

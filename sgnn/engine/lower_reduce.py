@@ -125,7 +125,10 @@ class ReduceRules:
         out += self.dense_nest(dm, env, lambda e: (Assign(m_ref, "=", IDENTITY["max"]), Assign(z_ref, "=", ZERO)))
         out += self.dense_nest(da, env, lambda e: (Assign(a_ref, "=", ZERO),))
         (j,) = self.s.reduce_order[g.acc]
-        rest_dims, rest = da[len(dm):], product(list(g.rest))
+        rest_dims = da[len(dm):]
+        # factors constant across the rest's loop (a dropout mask keep[i,j,h]) weigh once per entry
+        once = [f for f in g.rest if not f.free & set(rest_dims)]
+        rest = product([f for f in g.rest if f.free & set(rest_dims)])
         dom = domain(g.acc.body, j, self.level_of)
 
         def row_max(e) -> tuple:
@@ -135,10 +138,12 @@ class ReduceRules:
 
         def weigh(e) -> tuple:
             w = self.fresh("w")
+            wk = self.fresh("w") if once else w  # the weight times the once-factors (z sums w alone)
             acc = self.dense_nest(rest_dims, e, lambda e2: (
-                Assign(a_ref, "+=", Bin("*", Var(w), self.render(rest, e2))),))
+                Assign(a_ref, "+=", Bin("*", Var(wk), self.render(rest, e2))),))
+            scaled = (Let("T", wk, Bin("*", Var(w), self.render(product(once), e))),) if once else ()
             return (Let("T", w, Call("exp", (Bin("-", self.render(g.score, e), m_ref),))),
-                    Assign(z_ref, "+=", Var(w)), *acc)
+                    Assign(z_ref, "+=", Var(w)), *scaled, *acc)
 
         fix = self.dense_nest(dm, env, lambda e: (
             Assign(m_ref, "=", Select(Cmp("==", m_ref, IDENTITY["max"]), ZERO, m_ref)),))

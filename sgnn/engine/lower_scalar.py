@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InternalError, NotSupported
-from .expr import Access, BinOp, Call, Const, Expr, Pattern, Reduce, Softmax
+from .expr import Access, BinOp, Call, Const, Expr, Keep, Pattern, Reduce, Softmax
 from .loopir import Array, Bin, Cmp, Flat, Lit, Load, Select, Size, TileWidth, Var
 from .loopir import Call as CCall
 from .rewrite import softmax_terms
@@ -25,6 +25,18 @@ class CVar(Expr):
     @property
     def free(self):
         return frozenset()
+
+
+def seed_param(name: str) -> str:
+    """The scalar kernel parameter holding the seed operand ``name`` (``expr.Keep``)."""
+    return f"seed_{name}"
+
+
+def keep_call(e: Keep) -> CCall:
+    """The runtime's ``keep(seed, c0..c3, threshold, scale)``: the threshold is ``round(p 2^32)``."""
+    coords = [ivar(v) for v in e.idx] + [ZERO_I] * (4 - len(e.idx))
+    scale = 1.0 / (1.0 - e.p) if e.p < 1.0 else 0.0
+    return CCall("keep", (Var(seed_param(e.seed)), *coords, Lit(round(e.p * 2 ** 32), "int"), Lit(scale)))
 
 
 def vname(v: str) -> str:
@@ -79,6 +91,8 @@ class ScalarRules:
             return Lit(e.value)
         if isinstance(e, Access):
             return self.render_access(e, env)
+        if isinstance(e, Keep):
+            return keep_call(e)
         if isinstance(e, Pattern):
             a = e.access
             return Select(Var(env.guard[a]), ONE, ZERO) if a in env.guard else ONE

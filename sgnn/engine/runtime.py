@@ -112,6 +112,7 @@ class Plan:
         self.by_sizes = LRU(SIZES_PER_PLAN)  # index sizes -> kernel (the tile depends on the sizes only)
         self.array_args = _array_args(s, self.params, self.value_dtype, self.wide)
         self.dense_dtype = {key: torch.float32 if key in self.wide else self.value_dtype for key, _ in self.slot_names}
+        self.seeds = abi.seed_operands(s)  # operands passed as int64 scalars (dropout seeds)
 
     # ------------------------------------------------------------ compile
     def variant(self) -> tuple:
@@ -187,9 +188,10 @@ class Plan:
         """Run on operands from ``as_operand`` (which vets dense tensors: plain, CPU, contiguous)."""
         if _dispatch_modes():
             real_mode("sgnn kernel call")
+        seeds = [_seed(ops[n], n) for n in self.seeds]
         if self.needs_conversion:
             by_slot, sizes, tile, why = self.prepare(ops)
-            return self.run(self.kernel(tile, why), by_slot, sizes)
+            return self.run(self.kernel(tile, why), by_slot, sizes, seeds)
         by_slot = {key: ops[name] for key, name in self.slot_names}
         for key in self.count_keys:
             by_slot[key] = by_slot[key].with_counts(self.value_dtype)
@@ -198,11 +200,11 @@ class Plan:
         k = self.by_sizes.recent.get(skey) or self.by_sizes.get(skey)
         if k is None:
             k = self.by_sizes.put(skey, self.kernel(*decide(self.sched, sizes)))
-        return self.run(k, by_slot, sizes)
+        return self.run(k, by_slot, sizes, seeds)
 
-    def run(self, k: Kernel, by_slot: dict, sizes: dict):
+    def run(self, k: Kernel, by_slot: dict, sizes: dict, seeds=()):
         s = self.sched
-        args = [sizes[v] for v in self.vars]
+        args = [sizes[v] for v in self.vars] + list(seeds)
         vdt, ddt = self.out_dtype, self.dense_dtype
         for key, arrays in self.array_args:  # dense: checked per call; sparse: once per tensor
             t = by_slot[key]
@@ -281,6 +283,13 @@ class Plan:
             t = by_slot[s.partition_slot.key]
             return t.derived(("parts", nparts), lambda: _checked(balanced_bounds(t.pos[1], nparts))), nparts
         return _UNIFORM.get_or_build((n, nparts), lambda: _checked(_uniform(n, nparts))), nparts
+
+
+def _seed(t, name: str) -> int:
+    """A dropout seed operand's value: a one-element int64 tensor."""
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or t.numel() != 1:
+        raise UserError(f"operand {name}: a dropout seed must be a one-element int64 tensor (got {t!r:.60})")
+    return int(t)
 
 
 def _out(t: torch.Tensor) -> int:

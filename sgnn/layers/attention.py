@@ -15,7 +15,7 @@ import functools
 import torch
 
 from ..engine import SparseTensor, autodiff
-from ..engine.expr import Statement, compute, indices, leaky_relu, max_, min_, pattern, softmax, sum_, tensors
+from ..engine.expr import Statement, compute, indices, keep, leaky_relu, max_, min_, pattern, softmax, sum_, tensors
 from ..engine.formats import Format
 from ..engine.runtime import evaluate
 from ..errors import UserError
@@ -25,15 +25,22 @@ _A, _Z, _AD, _AS, _AE, _X, _B = tensors("A Z ad as_ ae X b")
 
 
 @functools.lru_cache(maxsize=None)
-def attention_statement(has_dst: bool, has_edge: bool, bias: bool, slope: float) -> Statement:
-    """The fused attention statement for one combination of options."""
+def attention_statement(has_dst: bool, has_edge: bool, bias: bool, slope: float, dropout: float = 0.0) -> Statement:
+    """The fused attention statement for one combination of options; with ``dropout`` the weights
+    are ``softmax * keep_ijh`` (PyG's dropout of alpha after the softmax), the mask seeded by the
+    operand ``seed``. ``p`` is part of the statement (a model constant, like the slope: one kernel
+    per value, the threshold and scale folded); the seed is a runtime scalar (one kernel for every
+    step)."""
     score = _AS[_j, _h]
     if has_dst:
         score = _AD[_i, _h] + score
     over = _A[_i, _j]
     if has_edge:
         score, over = score + _AE[_i, _j, _h], _AE[_i, _j, _h]
-    out = sum_(_j, softmax(_j, leaky_relu(score, slope), over=over) * _X[_j, _h, _c])
+    alpha = softmax(_j, leaky_relu(score, slope), over=over)
+    if dropout > 0:
+        alpha = alpha * keep("seed", (_i, _j, _h), dropout)
+    out = sum_(_j, alpha * _X[_j, _h, _c])
     return compute((_i, _h, _c), out + _B[_h, _c] if bias else out)
 
 
@@ -54,13 +61,18 @@ def _call(stmt: Statement, ops: dict):
 
 def attention(adj: SparseTensor, a_src: torch.Tensor, a_dst: torch.Tensor | None, x: torch.Tensor,
               slope: float = 0.2, edge_logits: torch.Tensor | None = None,
-              bias: torch.Tensor | None = None) -> torch.Tensor:
+              bias: torch.Tensor | None = None, dropout: float = 0.0, seed=None) -> torch.Tensor:
     """``out [N_dst, H, C]``: attention of targets (rows of ``adj`` [N_dst, N_src]) over their
     sources; ``a_src [N_src, H]``, ``a_dst [N_dst, H]`` or None, ``x [N_src, H, C]``,
     ``edge_logits [nnz, H]`` in ``adj``'s storage order or None, ``bias [H, C]`` (or [H*C]) or None.
     ``adj``'s values are not read (its pattern is the neighbourhood; a repeated edge is one more
     softmax term). A target without sources gets ``bias`` (0 without). Differentiable w.r.t. every
-    tensor argument; double backward is refused."""
+    tensor argument; double backward is refused.
+
+    ``dropout`` p > 0 zeroes each weight ``alpha_ijh`` with probability p and scales the rest by
+    1/(1-p), the mask a hash of (``seed``, i, j, h) recomputed in every kernel (no E×H tensor); a
+    repeated edge's copies share their mask. ``seed``: an int (or one-element int64 tensor); None
+    draws one from torch's default generator (``torch.manual_seed`` reproduces a run)."""
     _check_adj(adj, "attention")
     if x.dim() != 3:
         raise UserError(f"attention: x must be [N_src, H, C] (got shape {tuple(x.shape)})")
@@ -79,8 +91,32 @@ def attention(adj: SparseTensor, a_src: torch.Tensor, a_dst: torch.Tensor | None
             raise UserError(f"attention: bias must hold H*C = {heads * ch} values (got {bias.numel()})")
         ops["b"] = bias.reshape(heads, ch).contiguous()
     _same_dtype(ops, "attention")
-    stmt = attention_statement(a_dst is not None, edge_logits is not None, bias is not None, float(slope))
+    p = _dropout(dropout)
+    if p > 0:
+        ops["seed"] = draw_seed() if seed is None else _seed(seed)
+    stmt = attention_statement(a_dst is not None, edge_logits is not None, bias is not None, float(slope), p)
     return _call(stmt, ops)
+
+
+def draw_seed() -> torch.Tensor:
+    """A 64-bit seed from torch's default generator, as the one-element int64 tensor kernels read."""
+    return torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64)
+
+
+def _seed(seed) -> torch.Tensor:
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype != torch.int64 or seed.numel() != 1:
+            raise UserError(f"attention: seed must be an int or a one-element int64 tensor (got {seed!r:.60})")
+        return seed.detach().reshape(())
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -2 ** 63 <= seed < 2 ** 64:
+        raise UserError(f"attention: seed must be an int in [-2^63, 2^64) (got {seed!r:.60})")
+    return torch.tensor(seed - 2 ** 64 if seed >= 2 ** 63 else seed, dtype=torch.int64)
+
+
+def _dropout(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+        raise UserError(f"attention: dropout must be a probability in [0, 1] (got {p!r})")
+    return float(p)
 
 
 def extreme(adj: SparseTensor, z: torch.Tensor, op: str = "max") -> torch.Tensor:

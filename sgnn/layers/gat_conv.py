@@ -25,8 +25,10 @@ class GATConv(Conv):
     ``att_src``, ``att_dst``, ``lin_edge``/``att_edge``, ``res``, ``bias``) as PyG's ``GATConv``.
     The layer is one statement (``statement``): logits, row softmax and aggregation run in one
     compiled loop nest, without E×H×C messages; under autograd too on large graphs (backward
-    derived, ``attention.py``). Attention dropout in ``train()``, ``return_attention_weights``,
-    ``aggr`` max/min/mul and small graphs' training run PyG's edge-wise formulation (``edgewise.py``).
+    derived, ``attention.py``), attention dropout in ``train()`` included (its mask a hash of
+    (seed, i, j, h) recomputed in every kernel, the seed drawn from torch's generator).
+    ``return_attention_weights``, ``aggr`` max/min/mul and small graphs' training run PyG's
+    edge-wise formulation (``edgewise.py``).
 
     Args (defaults as PyG's):
         in_channels (int or tuple): input features (``(source, target)`` for bipartite graphs).
