@@ -52,6 +52,20 @@ def test_gat_edge_attr_one_dimensional_one_head():
     assert_layer(GATConv(8, 4, **opts), pyg.GATConv(8, 4, **opts), features(n, 8), ei, edge_attr=ea)
 
 
+@pytest.mark.parametrize("opts", [dict(residual=Fa, bias=T), dict(residual=T, bias=T), dict(residual=T, bias=Fa)],
+                         ids=opt_id)
+@pytest.mark.parametrize("in_channels", [(8, 6), 8], ids=["lin_src_dst", "shared_lin"])
+def test_gat_edge_attr_heads_averaged(in_channels, opts):
+    """concat=False with edge features: the head mean cannot enclose the loops over the edge logits'
+    [i, j, h] storage (it used to raise NotSupported in eval()); it is averaged after the kernel."""
+    f_dst = in_channels[1] if isinstance(in_channels, tuple) else in_channels
+    x = (features(30, 8, seed=1), features(30, f_dst, seed=2)) if isinstance(in_channels, tuple) else features(30, 8)
+    ei = random_edges(30, 30, 150, seed=4, loops=True)
+    kw = dict(heads=3, concat=Fa, edge_dim=3, **opts)
+    assert_layer(GATConv(in_channels, 4, **kw), pyg.GATConv(in_channels, 4, **kw), x, ei,
+                 edge_attr=features(ei.size(1), 3, seed=5))
+
+
 GAT_BIPARTITE = [dict(heads=1, residual=Fa, edge_dim=None), dict(heads=2, residual=T, edge_dim=None),
                  dict(heads=1, residual=T, edge_dim=3), dict(heads=2, residual=Fa, edge_dim=3)]
 
