@@ -186,24 +186,25 @@ class LayerPlan:
 
     def __post_init__(self):
         self.key = canonical(self.kernel)
+        self.products.sort(key=lambda p: p[2] is None)  # the halo exchanges start before target-only GEMMs
 
     def __call__(self, ops: dict, graph):
         if active():
             record_layer(self.stmt, self)
             for d in self.decisions:
                 note(d)
-        env = dict(ops)
-        n_dst = ops[self.adj].shape[0]
+        env, n_dst = dict(ops), ops[self.adj].shape[0]
         for x, w, at_src, at_tgt in self.products:
             z = product(ops[x], ops[w], graph.source_rows if at_src else None)
-            full = graph.sources(z) if at_src else z
+            full = graph.sources_async(z) if at_src else z  # halo rows: valid once row_ranges passed the interior
             if at_src:
                 env[at_src] = full
             if at_tgt:
                 env[at_tgt] = full[:n_dst] if at_src else full
         if self.shape == "gemm":
             return self._gemm(ops, env, graph, n_dst)
-        out = self._kernel(env)
+        ranges = graph.row_ranges(n_dst)  # partitioned: rows reading no halo row first, while it is in flight
+        out = self._kernel(env) if ranges is None else torch.cat([self._kernel(self._rows(env, *r)) for r in ranges])
         if self.shape == "torch":
             env["_core"] = out
             out, idx = torch_eval(self.post, env)
@@ -222,7 +223,7 @@ class LayerPlan:
         dtype = w.dtype
         full = {}
         for name, at_tgt in self.features:
-            full[name] = graph.sources(dense_features(ops[name], dtype))
+            full[name] = graph.sources_async(dense_features(ops[name], dtype))
             if at_tgt:
                 full[at_tgt] = full[name][:n]
         env.update(full)
@@ -234,13 +235,14 @@ class LayerPlan:
             (inplace if fits and sparse_features(x) is None else after).append((x, ops[t.w].detach()))
         out = memory.empty((n, w.shape[0]), dtype)
         step = self.step or max(n, 1)
-        for r0 in range(0, n, step):
-            r1 = min(n, r0 + step)
-            agg = self._kernel(env if step >= n else self._rows(env, r0, r1))
-            rows = out[r0:r1]
-            torch.mm(agg, w.t(), out=rows) if b is None else torch.addmm(b, agg, w.t(), out=rows)
-            for x, wx in inplace:  # one GEMM pass with beta = 1
-                rows.addmm_(x[r0:r1], wx.t())
+        for lo, hi in graph.row_ranges(n) or ((0, n),):
+            for r0 in range(lo, hi, step):
+                r1 = min(hi, r0 + step)
+                agg = self._kernel(env if (r0, r1) == (0, n) else self._rows(env, r0, r1))
+                rows = out[r0:r1]
+                torch.mm(agg, w.t(), out=rows) if b is None else torch.addmm(b, agg, w.t(), out=rows)
+                for x, wx in inplace:  # one GEMM pass with beta = 1
+                    rows.addmm_(x[r0:r1], wx.t())
         for x, wx in after:
             out = out + product(x, wx)
         return out if self.act is None else act_(self.act, out)
@@ -469,7 +471,8 @@ def _gemm_plan(ctx: Ctx, w: str, kernel: Statement, feats: list, rest: list, ops
 
 
 # ---------------------------------------------------------------- entry point
-LOCAL = types.SimpleNamespace(sources=lambda t: t, source_rows=lambda shape, dtype: None)  # an unpartitioned graph
+LOCAL = types.SimpleNamespace(sources=lambda t: t, sources_async=lambda t: t, source_rows=lambda shape, dtype: None,
+                              row_ranges=lambda n: None)  # an unpartitioned graph
 
 
 def _sig(t):
@@ -483,7 +486,7 @@ def _sig(t):
 
 def run(stmt: Statement, ops: dict, graph=None):
     """Plan (once per statement and operand signatures) and run a layer statement on ``ops``;
-    ``graph`` gives ``sources(t)`` and ``source_rows(shape, dtype)`` of a partitioned graph."""
+    ``graph`` gives ``sources(t)``, ``sources_async(t)``, ``row_ranges(n)`` and ``source_rows(shape, dtype)``."""
     key = (canonical(stmt), *ops, *[_sig(t) for t in ops.values()])
     plan = _plans.recent.get(key) or _plans.get(key)
     if plan is None:
