@@ -206,21 +206,23 @@ class DistGraph:
         if self.total_halo == 0:
             return t, _done
         start = time.perf_counter()
-        self._same_everywhere(t, "exchange")
         wait_s = 0.0
         if self.separate_wait:
             self._collective(dist.barrier)
             wait_s = time.perf_counter() - start
+        self._same_everywhere(t, "exchange")
         out = self._buffer_of(t)
-        if out is None:  # t is not the head of a buffer from source_buffer: copy it in front
-            out = t.new_empty((self.num_local + self.num_halo, *t.shape[1:]))
-            out[: self.num_local] = t
+        copy = out is None  # t is not the head of a buffer from source_buffer: copied in front of the halo
+        if copy:
+            out = self._full_buffer(t.shape, t.dtype)
         send = t.index_select(0, self.send_idx)
         posted = time.perf_counter()
         work = self._collective(dist.all_to_all_single, out[self.num_local:], send, self.recv_counts,
                                 self.send_counts, async_op=True)
         done_at = []
         work.get_future().then(lambda _: done_at.append(time.perf_counter()))
+        if copy:  # while the halo is in flight
+            out[: self.num_local] = t
         row = t[:1].numel() * t.element_size()
         entry = {"op": "exchange", "rows_sent": send.size(0), "bytes_sent": send.size(0) * row,
                  "bytes_recv": self.num_halo * row, "wait_s": wait_s, "post_s": time.perf_counter() - start - wait_s,
@@ -248,9 +250,11 @@ class DistGraph:
     def source_buffer(self, shape, dtype) -> torch.Tensor:
         """The first ``num_local`` rows of a buffer with room for the halo: a tensor written there is
         exchanged in place (no copy of the local rows)."""
+        return self._full_buffer(shape, dtype)[: self.num_local]
+
+    def _full_buffer(self, shape, dtype) -> torch.Tensor:
         from ..engine import memory
-        full = memory.empty((self.num_local + self.num_halo, *tuple(shape)[1:]), dtype)
-        return full[: self.num_local]
+        return memory.empty((self.num_local + self.num_halo, *tuple(shape)[1:]), dtype)
 
     def _buffer_of(self, t: torch.Tensor) -> torch.Tensor | None:
         base = t._base
