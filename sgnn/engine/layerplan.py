@@ -219,9 +219,8 @@ class LayerPlan:
 
     def _gemm(self, ops: dict, env: dict, graph, n: int):
         """``act(agg W^T + b + Σ X' W'^T)``, ``agg`` by the kernel, one row block at a time."""
-        w = ops[self.w].detach()
+        w, full = ops[self.w].detach(), {}
         dtype = w.dtype
-        full = {}
         for name, at_tgt in self.features:
             full[name] = graph.sources_async(dense_features(ops[name], dtype))
             if at_tgt:
@@ -233,7 +232,8 @@ class LayerPlan:
             x = ops[t.x.name]
             fits = isinstance(x, torch.Tensor) and x.layout == torch.strided and x.dtype == dtype
             (inplace if fits and sparse_features(x) is None else after).append((x, ops[t.w].detach()))
-        out = memory.empty((n, w.shape[0]), dtype)
+        out = graph.source_rows((n, w.shape[0]), dtype)  # partitioned: room for the halo of the next layer's input
+        out = memory.empty((n, w.shape[0]), dtype) if out is None else out
         step = self.step or max(n, 1)
         for lo, hi in graph.row_ranges(n) or ((0, n),):
             for r0 in range(lo, hi, step):

@@ -211,6 +211,7 @@ def timed_passes(cfg, dg, layers, act: str) -> tuple[dict, dict]:
     if str(cfg.overlap) not in MODES:
         raise SystemExit(f"dist_inference: overlap must be one of {sorted(MODES)} (got {cfg.overlap!r})")
     x = dg.node_data.pop("x").float()
+    x = dg.source_buffer(x.shape, x.dtype).copy_(x)     # with room for its halo: exchanged without a copy
     for _ in range(int(cfg.warm_passes)):               # untimed: this graph's degrees, buffers, page faults
         timed_forward(dg, layers, act, x)
     passes, outs = {}, {}
