@@ -186,7 +186,6 @@ class LayerPlan:
 
     def __post_init__(self):
         self.key = canonical(self.kernel)
-        self.products.sort(key=lambda p: p[2] is None)  # the halo exchanges start before target-only GEMMs
 
     def __call__(self, ops: dict, graph):
         if active():
@@ -204,7 +203,8 @@ class LayerPlan:
         if self.shape == "gemm":
             return self._gemm(ops, env, graph, n_dst)
         ranges = graph.row_ranges(n_dst)  # partitioned: rows reading no halo row first, while it is in flight
-        out = self._kernel(env) if ranges is None else torch.cat([self._kernel(self._rows(env, *r)) for r in ranges])
+        parts = [self._kernel(env if ranges is None else self._rows(env, *r)) for r in ranges or (None,)]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, out=memory.empty((n_dst, *parts[0].shape[1:]), parts[0].dtype))
         if self.shape == "torch":
             env["_core"] = out
             out, idx = torch_eval(self.post, env)
