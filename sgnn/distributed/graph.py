@@ -51,6 +51,7 @@ class DistGraph:
         self._pending: list = []  # waits of the exchanges started for the layer running now
         self._graph = self._adj = self._all_nodes = None
         self._plan()
+        self._control = self._control_group()
 
     # --- constructors ----------------------------------------------------------------------------
 
@@ -132,9 +133,24 @@ class DistGraph:
         self._collective(dist.all_gather_object, out, obj)
         return out
 
-    def _collective(self, fn, *args, **kw):
+    def _control_group(self):
+        """A second gloo group (own connections) for the small collectives an exchange starts with: on the
+        halo's group they would queue behind a transfer in flight (a second exchange of the same layer
+        then waited for the first). Only for the default group (``new_group`` is collective over it)."""
+        if self.world_size == 1 or self.group is not None:
+            return self.group
+        try:  # the same timeout as the default group (new_group's own default is 30 min)
+            timeout = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu")).options._timeout
+        except Exception:  # unknown (a torch without these internals): no second group
+            return self.group
         try:
-            return fn(*args, group=self.group, **kw)
+            return dist.new_group(backend="gloo", timeout=timeout)
+        except Exception as e:
+            raise self._peer_error("new_group", e) from e
+
+    def _collective(self, fn, *args, on=None, **kw):
+        try:
+            return fn(*args, group=self.group if on is None else on, **kw)
         except Exception as e:
             raise self._peer_error(fn.__name__, e) from e
 
@@ -208,7 +224,7 @@ class DistGraph:
         start = time.perf_counter()
         wait_s = 0.0
         if self.separate_wait:
-            self._collective(dist.barrier)
+            self._collective(dist.barrier, on=self._control)
             wait_s = time.perf_counter() - start
         self._same_everywhere(t, "exchange")
         out = self._buffer_of(t)
@@ -309,7 +325,7 @@ class DistGraph:
         head = [t.dim(), *t.shape[1:]] + [-1] * (MAX_DIMS - t.dim())
         mine = torch.tensor([_DTYPES.index(t.dtype) if t.dtype in _DTYPES else -1, *head], dtype=torch.int64)
         heads = [torch.empty_like(mine) for _ in range(self.world_size)]
-        self._collective(dist.all_gather, heads, mine)
+        self._collective(dist.all_gather, heads, mine, on=self._control)
         if any(not torch.equal(h, heads[0]) for h in heads) or int(mine[0]) < 0:
             shapes = ", ".join(f"rank {r}: {_describe(h)}" for r, h in enumerate(heads))
             raise UserError(f"DistGraph.{what}: the ranks passed different tensors ({shapes}); every rank must "
