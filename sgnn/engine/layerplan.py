@@ -203,8 +203,9 @@ class LayerPlan:
         if self.shape == "gemm":
             return self._gemm(ops, env, graph, n_dst)
         ranges = graph.row_ranges(n_dst)  # partitioned: rows reading no halo row first, while it is in flight
-        parts = [self._kernel(env if ranges is None else self._rows(env, *r)) for r in ranges or (None,)]
-        out = parts[0] if len(parts) == 1 else torch.cat(parts, out=memory.empty((n_dst, *parts[0].shape[1:]), parts[0].dtype))
+        parts = None if ranges is None else [self._kernel(self._rows(env, *r)) for r in ranges]
+        out = self._kernel(env) if parts is None else parts[0] if len(parts) == 1 else \
+            torch.cat(parts, out=memory.empty((n_dst, *parts[0].shape[1:]), parts[0].dtype))  # one copy
         if self.shape == "torch":
             env["_core"] = out
             out, idx = torch_eval(self.post, env)
@@ -233,7 +234,6 @@ class LayerPlan:
             fits = isinstance(x, torch.Tensor) and x.layout == torch.strided and x.dtype == dtype
             (inplace if fits and sparse_features(x) is None else after).append((x, ops[t.w].detach()))
         out = graph.source_rows((n, w.shape[0]), dtype)  # partitioned: room for the halo of the next layer's input
-        out = memory.empty((n, w.shape[0]), dtype) if out is None else out
         step = self.step or max(n, 1)
         for lo, hi in graph.row_ranges(n) or ((0, n),):
             for r0 in range(lo, hi, step):
@@ -471,7 +471,7 @@ def _gemm_plan(ctx: Ctx, w: str, kernel: Statement, feats: list, rest: list, ops
 
 
 # ---------------------------------------------------------------- entry point
-LOCAL = types.SimpleNamespace(sources=lambda t: t, sources_async=lambda t: t, source_rows=lambda shape, dtype: None,
+LOCAL = types.SimpleNamespace(sources=lambda t: t, sources_async=lambda t: t, source_rows=memory.empty,
                               row_ranges=lambda n: None)  # an unpartitioned graph
 
 

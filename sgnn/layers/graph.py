@@ -74,10 +74,10 @@ class Graph:
         return {"sources": self._sources, "buffer": self._buffer, "sources_async": self._async,
                 "row_ranges": self._ranges}
 
-    def source_rows(self, shape, dtype) -> torch.Tensor | None:
-        """Where to write a source-side tensor of this process's rows so that ``sources`` can add
-        the halo rows without a copy (None for a local graph: any tensor will do)."""
-        return None if self._buffer is None else self._buffer(shape, dtype)
+    def source_rows(self, shape, dtype) -> torch.Tensor:
+        """A fresh tensor for a source-side tensor of this process's rows: for a partitioned graph the
+        head of a buffer with room for the halo rows, which ``sources`` then adds without a copy."""
+        return memory.empty(shape, dtype) if self._buffer is None else self._buffer(shape, dtype)
 
     @property
     def num_dst(self) -> int:
