@@ -55,6 +55,8 @@ def test_two_ranks_under_torchrun_match_one_process(tmp_path):
     res = results(tmp_path)
     assert [r["rank"] for r in res["ranks"]] == [0, 1] and all(r["halo"] > 0 for r in res["ranks"])
     assert res["check"]["ok"] and 0 < res["manifest_info"]["edge_cut"] < 1
+    assert set(res["check"]["modes"]) == {"on", "off"} and all(c["ok"] for c in res["check"]["modes"].values())
+    assert len(res["ab"]["ratios"]) == 1 and all(0 <= r["interior"] <= r["local"] for r in res["ranks"])
     assert sum(r["local"] for r in res["ranks"]) == res["check"]["reference"]["nodes"]
 
 

@@ -4,15 +4,20 @@ The local adjacency is ``A[target, source]`` over ``num_local + num_halo`` colum
 ``0..num_local-1`` are the owned nodes in local order (a self loop of local node i is entry (i, i)),
 the rest are halo nodes grouped by owner. ``exchange(t)`` returns ``t`` followed by the halo rows,
 received from their owners with one ``all_to_all_single``; the send/receive plan is built once at
-construction (each rank asks every owner for its halo ids).
+construction (each rank asks every owner for its halo ids). ``exchange_async(t)`` starts the same
+transfer and returns ``(buffer, wait)``: the local rows ``[0, num_interior)`` (interior-first order,
+see ``storage``) read no halo column, so a kernel can run on them while the halo is in flight.
 
 Layers use it through ``__sgnn_graph__``: ``GCNConv(...)(dist_graph.shard(x), dist_graph)`` runs the
-local kernels on the local CSR and calls ``exchange`` on every source-side tensor. Inference only
-(tensors requiring grad are refused). Every rank must run the same sequence of exchanges.
+local kernels on the local CSR and exchanges every source-side tensor; with ``overlap`` (the default)
+the layer plan computes the interior rows during the exchange, then waits and computes the boundary
+rows. Inference only (tensors requiring grad are refused). Every rank must run the same sequence of
+exchanges.
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -29,24 +34,30 @@ class DistGraph:
 
     Attributes: ``nodes`` (global ids of the local nodes, local order), ``halo`` (global ids of the halo
     nodes), ``num_local``, ``num_halo``, ``num_nodes``, ``node_data`` (per-node tensors saved with the
-    partition, local rows), ``log`` (one dict per exchange: bytes sent/received, seconds; clear it
-    between layers to attribute communication), ``separate_wait`` (time a barrier before each exchange
-    as ``wait_s``, so that load imbalance is not counted as transfer time).
+    partition, local rows), ``num_interior`` (local rows ``[0, num_interior)`` need no halo), ``log``
+    (one dict per exchange, see ``exchange_async``; clear it between layers to attribute
+    communication), ``separate_wait`` (time a barrier before each exchange as ``wait_s``, so that load
+    imbalance is not counted as transfer time), ``overlap`` (layers compute the interior rows while the
+    halo is in flight; False: exchange, then compute every row).
     """
 
-    def __init__(self, part: Part, group=None):
+    def __init__(self, part: Part, group=None, *, overlap: bool = True):
         self.part, self.group = part, group
         self.rank, self.world_size = world(group)
         self.log: list[dict] = []
         self.separate_wait = False
+        self.overlap = bool(overlap)
+        self.num_interior = part.num_interior
+        self._pending: list = []  # waits of the exchanges started for the layer running now
         self._graph = self._adj = self._all_nodes = None
         self._plan()
+        self._control = self._control_group()
 
     # --- constructors ----------------------------------------------------------------------------
 
     @classmethod
     def from_global(cls, graph, num_nodes: int, parts, *, node_data: dict | None = None,
-                    group=None) -> "DistGraph":
+                    group=None, overlap: bool = True) -> "DistGraph":
         """This rank's part of a global ``edge_index`` / CSR and node-to-part vector (for tests and small
         graphs: every rank reads the whole input, then keeps only its own part)."""
         rank, size = world(group)
@@ -59,10 +70,10 @@ class DistGraph:
         except Exception as e:                # any failure: every rank must hear of it
             err = e
         agree(err, group, "building the partition")
-        return cls(part, group)
+        return cls(part, group, overlap=overlap)
 
     @classmethod
-    def load(cls, directory, group=None, *, verify: bool = True) -> "DistGraph":
+    def load(cls, directory, group=None, *, verify: bool = True, overlap: bool = True) -> "DistGraph":
         """This rank's part from a ``save_partition`` directory (reads the manifest and one part file)."""
         rank, size = world(group)
         part, err = None, None
@@ -76,7 +87,7 @@ class DistGraph:
         except Exception as e:                # any failure: every rank must hear of it
             err = e
         agree(err, group, "loading the partition")
-        return cls(part, group)
+        return cls(part, group, overlap=overlap)
 
     # --- the plan ----------------------------------------------------------------------------------
 
@@ -106,7 +117,9 @@ class DistGraph:
         wanted = torch.empty(sum(self.send_counts), dtype=torch.int64)
         self._collective(dist.all_to_all_single, wanted, p.halo.long().contiguous(), self.send_counts,
                          self.recv_counts)
-        idx = torch.searchsorted(p.nodes, wanted).clamp_(max=max(p.num_local - 1, 0))
+        order = torch.argsort(p.nodes)                      # the local order is not ascending
+        idx = order[torch.searchsorted(p.nodes[order], wanted).clamp_(max=max(p.num_local - 1, 0))] \
+            if p.num_local else torch.zeros_like(wanted)
         err = None
         if wanted.numel() and (p.num_local == 0 or not torch.equal(p.nodes[idx], wanted)):
             err = PartitionError("a peer asked for halo nodes this rank does not own (inconsistent parts)")
@@ -120,12 +133,30 @@ class DistGraph:
         self._collective(dist.all_gather_object, out, obj)
         return out
 
-    def _collective(self, fn, *args) -> None:
+    def _control_group(self):
+        """A second gloo group (own connections) for the small collectives an exchange starts with: on the
+        halo's group they would queue behind a transfer in flight (a second exchange of the same layer
+        then waited for the first). Only for the default group (``new_group`` is collective over it)."""
+        if self.world_size == 1 or self.group is not None:
+            return self.group
+        try:  # the same timeout as the default group (new_group's own default is 30 min)
+            timeout = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu")).options._timeout
+        except Exception:  # unknown (a torch without these internals): no second group
+            return self.group
         try:
-            fn(*args, group=self.group)
+            return dist.new_group(backend="gloo", timeout=timeout)
         except Exception as e:
-            raise PeerError(f"rank {self.rank}: {fn.__name__} with the other ranks failed (a peer died, or "
-                            f"did not reach the same call within the process group's timeout): {e}") from e
+            raise self._peer_error("new_group", e) from e
+
+    def _collective(self, fn, *args, on=None, **kw):
+        try:
+            return fn(*args, group=self.group if on is None else on, **kw)
+        except Exception as e:
+            raise self._peer_error(fn.__name__, e) from e
+
+    def _peer_error(self, what: str, e: Exception) -> PeerError:
+        return PeerError(f"rank {self.rank}: {what} with the other ranks failed (a peer died, or did not "
+                         f"reach the same call within the process group's timeout): {e}")
 
     # --- properties --------------------------------------------------------------------------------
 
@@ -174,34 +205,72 @@ class DistGraph:
 
     def exchange(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` [num_local, ...] followed by its halo rows [num_halo, ...] from their owners."""
+        out, wait = self.exchange_async(t)
+        wait()
+        return out
+
+    def exchange_async(self, t: torch.Tensor) -> tuple[torch.Tensor, Callable[[], None]]:
+        """Start the exchange of ``t`` [num_local, ...]: ``(out, wait)``, ``out`` = ``t`` followed by room
+        for the halo rows, which hold the peers' rows once ``wait()`` returned (a failed or timed-out
+        transfer raises ``PeerError`` there). ``t`` written in place by ``source_buffer`` is not copied.
+
+        Logs ``wait_s`` (the barrier of ``separate_wait``), ``post_s`` (checks, packing the rows to send,
+        starting the transfer), ``blocked_s`` (time spent in ``wait()``: the exposed transfer),
+        ``transfer_s`` (start to completion of the transfer) and ``seconds`` (all the time this rank
+        spent on the exchange instead of computing: ``wait_s + post_s + blocked_s``)."""
         t = self._check(t, "exchange")
         if self.total_halo == 0:
-            return t
+            return t, _done
         start = time.perf_counter()
-        self._same_everywhere(t, "exchange")
-        wait = 0.0
+        wait_s = 0.0
         if self.separate_wait:
-            self._collective(dist.barrier)
-            wait = time.perf_counter() - start
+            self._collective(dist.barrier, on=self._control)
+            wait_s = time.perf_counter() - start
+        self._same_everywhere(t, "exchange")
         out = self._buffer_of(t)
-        if out is None:  # t is not the head of a buffer from source_buffer: copy it in front
-            out = t.new_empty((self.num_local + self.num_halo, *t.shape[1:]))
-            out[: self.num_local] = t
+        copy = out is None  # t is not the head of a buffer from source_buffer: copied in front of the halo
+        if copy:
+            out = self._full_buffer(t.shape, t.dtype)
         send = t.index_select(0, self.send_idx)
-        self._collective(dist.all_to_all_single, out[self.num_local:], send, self.recv_counts,
-                         self.send_counts)
+        posted = time.perf_counter()
+        work = self._collective(dist.all_to_all_single, out[self.num_local:], send, self.recv_counts,
+                                self.send_counts, async_op=True)
+        done_at = []
+        work.get_future().then(lambda _: done_at.append(time.perf_counter()))
+        if copy:  # while the halo is in flight
+            out[: self.num_local] = t
         row = t[:1].numel() * t.element_size()
-        self.log.append({"op": "exchange", "rows_sent": send.size(0), "bytes_sent": send.size(0) * row,
-                         "bytes_recv": self.num_halo * row, "wait_s": wait,
-                         "seconds": time.perf_counter() - start})
-        return out
+        entry = {"op": "exchange", "rows_sent": send.size(0), "bytes_sent": send.size(0) * row,
+                 "bytes_recv": self.num_halo * row, "wait_s": wait_s, "post_s": time.perf_counter() - start - wait_s,
+                 "blocked_s": 0.0, "transfer_s": 0.0}
+        entry["seconds"] = wait_s + entry["post_s"]
+        self.log.append(entry)
+        pending = [work, send]  # the send rows live until the transfer completed
+
+        def wait() -> None:
+            if not pending:
+                return
+            w0 = time.perf_counter()
+            try:
+                pending[0].wait()
+            except Exception as e:
+                raise self._peer_error("all_to_all_single (the halo exchange)", e) from e
+            finally:
+                pending.clear()
+            w1 = time.perf_counter()
+            entry["blocked_s"] = w1 - w0
+            entry["seconds"] += w1 - w0
+            entry["transfer_s"] = (done_at[0] if done_at else w1) - posted
+        return out, wait
 
     def source_buffer(self, shape, dtype) -> torch.Tensor:
         """The first ``num_local`` rows of a buffer with room for the halo: a tensor written there is
         exchanged in place (no copy of the local rows)."""
+        return self._full_buffer(shape, dtype)[: self.num_local]
+
+    def _full_buffer(self, shape, dtype) -> torch.Tensor:
         from ..engine import memory
-        full = memory.empty((self.num_local + self.num_halo, *tuple(shape)[1:]), dtype)
-        return full[: self.num_local]
+        return memory.empty((self.num_local + self.num_halo, *tuple(shape)[1:]), dtype)
 
     def _buffer_of(self, t: torch.Tensor) -> torch.Tensor | None:
         base = t._base
@@ -256,7 +325,7 @@ class DistGraph:
         head = [t.dim(), *t.shape[1:]] + [-1] * (MAX_DIMS - t.dim())
         mine = torch.tensor([_DTYPES.index(t.dtype) if t.dtype in _DTYPES else -1, *head], dtype=torch.int64)
         heads = [torch.empty_like(mine) for _ in range(self.world_size)]
-        self._collective(dist.all_gather, heads, mine)
+        self._collective(dist.all_gather, heads, mine, on=self._control)
         if any(not torch.equal(h, heads[0]) for h in heads) or int(mine[0]) < 0:
             shapes = ", ".join(f"rank {r}: {_describe(h)}" for r, h in enumerate(heads))
             raise UserError(f"DistGraph.{what}: the ranks passed different tensors ({shapes}); every rank must "
@@ -284,8 +353,40 @@ class DistGraph:
                             f"(dist_graph.shard(x)); got {num_src} source and {num_dst} target rows")
         if self._graph is None:
             from ..layers.graph import Graph
-            self._graph = Graph(self.adjacency(), None, sources=self.exchange, buffer=self.source_buffer)
+            self._graph = Graph(self.adjacency(), None, sources=self.exchange, buffer=self.source_buffer,
+                                sources_async=self._start, row_ranges=self._row_ranges)
         return self._graph
+
+    def _overlaps(self) -> bool:
+        return self.overlap and self.total_halo > 0
+
+    def _start(self, t: torch.Tensor) -> torch.Tensor:
+        """The layers' ``sources_async``: the exchange started, its wait left to ``_row_ranges``."""
+        if not self._overlaps():
+            return self.exchange(t)
+        out, wait = self.exchange_async(t)
+        self._pending.append(wait)
+        return out
+
+    def _row_ranges(self, n: int):
+        """The layers' ``row_ranges``: the interior rows while the started exchanges are in flight, then
+        (once they have arrived) the boundary rows; None without overlap."""
+        if not self._overlaps():
+            return None
+        return self._interior_then_boundary(n, min(self.num_interior, n))
+
+    def _interior_then_boundary(self, n: int, cut: int):
+        if cut > 0:
+            yield 0, cut
+        pending, self._pending = self._pending, []
+        for wait in pending:
+            wait()
+        if cut < n or cut == 0:
+            yield cut, n
+
+
+def _done() -> None:
+    """``wait`` of an exchange with nothing in flight."""
 
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -19,7 +19,9 @@ import torch
 
 from .common import PartitionError, as_csr, as_tensor
 
-FORMAT, VERSION = "sgnn-partition", 1
+FORMAT, VERSION = "sgnn-partition", 2       # 2: local order interior-first (1: ascending ids)
+VERSIONS = (1, 2)                                 # readable
+CHUNK = 1 << 22                                   # nonzeros scanned per step when sorting interior first
 TENSORS = ("nodes", "rowptr", "col", "halo", "halo_counts")
 
 
@@ -27,8 +29,9 @@ TENSORS = ("nodes", "rowptr", "col", "halo", "halo_counts")
 class Part:
     """Rank ``rank``'s share of a graph partitioned ``num_parts`` ways.
 
-    ``nodes``: global ids of the owned nodes (ascending: the local order). ``rowptr, col``: CSR of
-    ``A[target, source]`` for the owned targets; columns ``0..num_local-1`` are the owned nodes,
+    ``nodes``: global ids of the owned nodes in local order: interior nodes (every source in this
+    part) first, then boundary nodes, each ascending (version 1 files: all ascending). ``rowptr, col``:
+    CSR of ``A[target, source]`` for the owned targets; columns ``0..num_local-1`` are the owned nodes,
     ``num_local..`` the halo nodes. ``halo``: global ids of the halo nodes, grouped by owner (ascending
     within an owner); ``halo_counts[q]``: how many of them rank q owns. ``unique``: no repeated entry in
     a row. ``node_data``: per-node tensors (features, labels), rows in local order.
@@ -53,6 +56,17 @@ class Part:
     @property
     def num_halo(self) -> int:
         return self.halo.numel()
+
+    @property
+    def num_interior(self) -> int:
+        """Rows ``[0, num_interior)`` read no halo column: the longest such prefix of the local order
+        (every interior row, for a version 2 part)."""
+        n, ptr = self.num_local, self.rowptr.long()
+        if n == 0 or self.col.numel() == 0:
+            return n
+        last = self.col[(ptr[1:] - 1).clamp_(min=0)].long()    # a row's columns ascend: its largest
+        first = torch.nonzero((ptr[1:] > ptr[:-1]) & (last >= n))
+        return int(first[0]) if first.numel() else n
 
     def to_dict(self) -> dict:
         meta = {"rank": self.rank, "num_parts": self.num_parts, "num_nodes": self.num_nodes,
@@ -87,7 +101,7 @@ def build_part(rowptr, col, parts: torch.Tensor, rank: int, num_parts: int, pid:
                node_data: dict | None = None) -> Part:
     """Rank ``rank``'s part of the global CSR ``(rowptr, col)`` (rows = targets)."""
     n = parts.numel()
-    nodes = (parts == rank).nonzero().view(-1)
+    nodes = interior_first(rowptr, col, parts, rank)
     deg = rowptr[nodes + 1] - rowptr[nodes]
     lptr = torch.zeros(nodes.numel() + 1, dtype=torch.int64)
     torch.cumsum(deg, 0, out=lptr[1:])
@@ -109,6 +123,21 @@ def build_part(rowptr, col, parts: torch.Tensor, rank: int, num_parts: int, pid:
     data = {k: as_tensor(v)[nodes] for k, v in (node_data or {}).items()}
     return Part(rank, num_parts, n, pid, nodes, lptr.to(idx), lcol, halo,
                 torch.bincount(parts[halo], minlength=num_parts), unique, data)
+
+
+def interior_first(rowptr, col, parts: torch.Tensor, rank: int) -> torch.Tensor:
+    """The global ids of part ``rank``'s nodes, those whose sources all lie in the part first (so that
+    their rows, which need no halo, are one row range), then the others; each group ascending."""
+    nodes = (parts == rank).nonzero().view(-1)
+    boundary = torch.zeros(nodes.numel(), dtype=torch.bool)
+    start, deg = rowptr[nodes].long(), (rowptr[nodes + 1] - rowptr[nodes]).long()
+    step = max(1, nodes.numel() * CHUNK // max(int(deg.sum()), 1))
+    for r0 in range(0, nodes.numel(), step):                 # chunked: no part-sized int64 temporaries
+        d = deg[r0:r0 + step]
+        rows = torch.repeat_interleave(torch.arange(d.numel()), d)
+        pos = torch.repeat_interleave(start[r0:r0 + step] - torch.cumsum(d, 0) + d, d) + torch.arange(rows.numel())
+        boundary[r0 + rows[parts[col[pos].long()] != rank]] = True
+    return torch.cat([nodes[~boundary], nodes[boundary]])
 
 
 def save_partition(directory, graph, num_nodes: int, parts, *, node_data: dict | None = None,
@@ -133,7 +162,8 @@ def save_partition(directory, graph, num_nodes: int, parts, *, node_data: dict |
         name = f"part-{r:05d}.pt"
         torch.save(part.to_dict(), d / name)
         entries.append({"file": name, "bytes": (d / name).stat().st_size, "sha256": _sha256(d / name),
-                        "nodes": part.num_local, "halo": part.num_halo, "nonzeros": int(part.col.numel())})
+                        "nodes": part.num_local, "interior": part.num_interior,
+                        "halo": part.num_halo, "nonzeros": int(part.col.numel())})
         del part
     manifest = {"format": FORMAT, "version": VERSION, "num_parts": num_parts, "num_nodes": num_nodes,
                 "nonzeros": int(col.numel()), "partition_id": pid, "parts": entries, "info": info or {}}
@@ -153,8 +183,8 @@ def read_manifest(directory) -> dict:
         ok = m.get("format") == FORMAT and len(m["parts"]) == int(m["num_parts"])
     except (ValueError, KeyError, TypeError) as e:
         raise PartitionError(f"{path}: not a valid partition manifest ({type(e).__name__}: {e})") from e
-    if not ok:
-        raise PartitionError(f"{path}: not an {FORMAT} manifest of version {VERSION}")
+    if not ok or m.get("version") not in VERSIONS:
+        raise PartitionError(f"{path}: not an {FORMAT} manifest of version {' or '.join(map(str, VERSIONS))}")
     return m
 
 

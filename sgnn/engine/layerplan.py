@@ -197,18 +197,18 @@ class LayerPlan:
             record_layer(self.stmt, self)
             for d in self.decisions:
                 note(d)
-        env = dict(ops)
-        n_dst = ops[self.adj].shape[0]
+        env, n_dst = dict(ops), ops[self.adj].shape[0]
         for x, w, at_src, at_tgt in self.products:
             z = product(ops[x], ops[w], graph.source_rows if at_src else None, self.casts.get((x, w)))
-            full = graph.sources(z) if at_src else z
-            if at_src:
-                env[at_src] = full
-            if at_tgt:
-                env[at_tgt] = full[:n_dst] if at_src else full
+            full = graph.sources_async(z) if at_src else z  # halo rows: valid once row_ranges passed the interior
+            env.update({at_src: full} if at_src else {})
+            env.update({at_tgt: full[:n_dst] if at_src else full} if at_tgt else {})
         if self.shape == "gemm":
             return self._gemm(ops, env, graph, n_dst)
-        out = self._kernel(env)
+        ranges = graph.row_ranges(n_dst)  # partitioned: rows reading no halo row first, while it is in flight
+        parts = None if ranges is None else [self._kernel(self._rows(env, *r)) for r in ranges]
+        out = self._kernel(env) if parts is None else parts[0] if len(parts) == 1 else \
+            torch.cat(parts, out=memory.empty((n_dst, *parts[0].shape[1:]), parts[0].dtype))  # one copy
         if self.shape == "torch":
             env["_core"] = out
             out, idx = torch_eval(self.post, env)
@@ -224,11 +224,10 @@ class LayerPlan:
 
     def _gemm(self, ops: dict, env: dict, graph, n: int):
         """``act(agg W^T + b + Σ X' W'^T)``, ``agg`` by the kernel, one row block at a time."""
-        w = ops[self.w].detach()
-        dtype = w.dtype
-        full = {}
+        w, full = ops[self.w].detach(), {}
+        dtype, up = w.dtype, (torch.float32, ops[self.w].dtype) if self.upcast else None
         for name, at_tgt in self.features:
-            full[name] = graph.sources(dense_features(ops[name], self.narrow or dtype))
+            full[name] = graph.sources_async(dense_features(ops[name], self.narrow or dtype))
             if at_tgt:
                 full[at_tgt] = full[name][:n]
         env.update(full)
@@ -238,13 +237,13 @@ class LayerPlan:
             x = ops[t.x.name]
             fits = isinstance(x, torch.Tensor) and x.layout == torch.strided and x.dtype == dtype
             (inplace if fits and sparse_features(x) is None else after).append((x, ops[t.w].detach()))
-        out = memory.empty((n, w.shape[0]), dtype)
+        out = graph.source_rows((n, w.shape[0]), dtype)  # partitioned: room for the halo of the next layer's input
         step = self.step or max(n, 1)
-        up = (torch.float32, dtype) if self.upcast else None
-        for r0 in range(0, n, step):
-            r1 = min(n, r0 + step)
-            agg = self._kernel(env if step >= n else self._rows(env, r0, r1))
-            prec.gemm_into(out[r0:r1], agg, w, b, [(x[r0:r1], wx) for x, wx in inplace], self.upcast)
+        for lo, hi in graph.row_ranges(n) or ((0, n),):
+            for r0 in range(lo, hi, step):
+                r1 = min(hi, r0 + step)
+                agg = self._kernel(env if (r0, r1) == (0, n) else self._rows(env, r0, r1))
+                prec.gemm_into(out[r0:r1], agg, w, b, [(x[r0:r1], wx) for x, wx in inplace], self.upcast)
         for x, wx in after:
             out = out + product(x, wx, cast=up)
         return out if self.act is None else act_(self.act, out)
@@ -471,7 +470,8 @@ def _gemm_plan(ctx: Ctx, w: str, kernel: Statement, feats: list, rest: list, ops
 
 
 # ---------------------------------------------------------------- entry point
-LOCAL = types.SimpleNamespace(sources=lambda t: t, source_rows=lambda shape, dtype: None)  # an unpartitioned graph
+LOCAL = types.SimpleNamespace(sources=lambda t: t, sources_async=lambda t: t, source_rows=memory.empty,
+                              row_ranges=lambda n: None)  # an unpartitioned graph
 
 
 def _sig(t):
@@ -485,7 +485,7 @@ def _sig(t):
 
 def run(stmt: Statement, ops: dict, graph=None):
     """Plan (once per statement and operand signatures) and run a layer statement on ``ops``;
-    ``graph`` gives ``sources(t)`` and ``source_rows(shape, dtype)`` of a partitioned graph."""
+    ``graph`` gives ``sources(t)``, ``sources_async(t)``, ``row_ranges(n)`` and ``source_rows(shape, dtype)``."""
     mode = precision()
     key = (canonical(stmt), *ops, *[_sig(t) for t in ops.values()], mode)
     plan = _plans.recent.get(key) or _plans.get(key)

@@ -7,9 +7,12 @@ Settings: configs/dist_inference.yaml (Hydra overrides; ``dataset=``, ``model=``
 ``dataset.stand_in.*`` are the harness's config groups). Steps: under a file lock, the first rank runs
 ``mode=partition`` (load the dataset, partition, save one file per part with its features) and
 ``mode=reference`` (one-process inference, saved) as subprocesses, so their memory never counts in a
-rank's peak. Then every rank loads its part, runs the model once to warm up (kernel compiles,
-adjacency, degrees) and once timed, layer by layer: communication is the time inside
-``DistGraph.exchange`` (``wait`` = the barrier before it: imbalance), compute the rest.
+rank's peak. Then every rank loads its part, runs the model once to warm up (kernel compiles) on a tiny
+graph and ``warm_passes`` times untimed on its own, then ``repeats`` timed passes per ``overlap`` setting
+(``both``: on and off interleaved, the first of each pair alternating), layer by layer. Per exchange
+(``DistGraph.log``): ``transfer`` = start to completion of the halo transfer, ``exposed`` = the time the
+rank spent on it instead of computing (checks, packing, starting it, blocked in its wait), ``wait`` = a
+barrier before it (load imbalance); compute = layer time - exposed - wait. Medians over the repeats.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from omegaconf import OmegaConf
 from .. import SparseTensor
 from ..distributed import DistGraph, as_csr, partition, save_partition
 from ..distributed.common import as_tensor
+from ..distributed.storage import VERSION
 from ..layers import GATConv, GCNConv, SAGEConv
 from . import data
 from .machine import header_lines, machine_info
@@ -152,7 +156,7 @@ def prepare(cfg, step) -> tuple[Path, Path]:
     """Partition and reference files (made once, by whichever rank gets the lock first); ``step(mode,
     target)`` runs one of the two steps as a subprocess."""
     base = Path(str(cfg.data.cache)).expanduser() / "dist" / dataset_key(cfg)
-    part_dir = Path(str(cfg.part_dir)) if cfg.part_dir else base / f"{cfg.method}-p{cfg.parts}-s{cfg.seed}"
+    part_dir = Path(str(cfg.part_dir)) if cfg.part_dir else base / f"{cfg.method}-p{cfg.parts}-s{cfg.seed}-v{VERSION}"
     ref = base / f"ref-{cfg.model.name}-h{cfg.hidden}-l{cfg.layers}-k{cfg.heads}-s{cfg.seed}.npy"
     base.mkdir(parents=True, exist_ok=True)
     with FileLock(str(base) + ".lock"):
@@ -177,28 +181,62 @@ def subprocess_step(script: Path, overrides: list[str], out_dir: Path):
 
 # --- the distributed run ----------------------------------------------------------------------------------
 
-def timed_forward(dg, layers, act: str) -> tuple[list[dict], torch.Tensor]:
+def timed_forward(dg, layers, act: str, x: torch.Tensor) -> tuple[list[dict], torch.Tensor]:
     """One forward pass, layer by layer: seconds, communication split out of ``dg.log``."""
     rows = []
 
     def record(i, seconds, cpu):
-        comm = sum(e["seconds"] for e in dg.log)
+        spent = sum(e["seconds"] for e in dg.log)
         wait = sum(e["wait_s"] for e in dg.log)
-        rows.append({"layer": i, "total_s": seconds, "compute_s": seconds - comm, "comm_s": comm - wait,
-                     "cpu_s": cpu, "wait_s": wait, "exchanges": len(dg.log),
-                     "bytes_sent": sum(e["bytes_sent"] for e in dg.log),
+        rows.append({"layer": i, "total_s": seconds, "compute_s": seconds - spent, "exposed_s": spent - wait,
+                     "transfer_s": sum(e["transfer_s"] for e in dg.log),
+                     "blocked_s": sum(e["blocked_s"] for e in dg.log), "cpu_s": cpu, "wait_s": wait,
+                     "exchanges": len(dg.log), "bytes_sent": sum(e["bytes_sent"] for e in dg.log),
                      "bytes_recv": sum(e["bytes_recv"] for e in dg.log)})
         dg.log.clear()
         dist.barrier()
 
     dg.log.clear()
     dist.barrier()
-    out = run_layers(layers, dg.node_data.pop("x").float(), dg, act, record)    # x freed after layer 0
+    out = run_layers(layers, x, dg, act, record)
     return rows, out
 
 
+MODES = {"on": (True,), "off": (False,), "both": (True, False)}
+
+
+def timed_passes(cfg, dg, layers, act: str) -> tuple[dict, dict]:
+    """``repeats`` passes per overlap setting, interleaved: ({"on"/"off": [layer rows per pass]}, {setting:
+    the output of its last pass})."""
+    if str(cfg.overlap) not in MODES:
+        raise SystemExit(f"dist_inference: overlap must be one of {sorted(MODES)} (got {cfg.overlap!r})")
+    x = dg.node_data.pop("x").float()
+    x = dg.source_buffer(x.shape, x.dtype).copy_(x)     # with room for its halo: exchanged without a copy
+    for _ in range(int(cfg.warm_passes)):               # untimed: this graph's degrees, buffers, page faults
+        timed_forward(dg, layers, act, x)
+    passes, outs = {}, {}
+    for rep in range(int(cfg.repeats)):
+        order = MODES[str(cfg.overlap)]
+        for on in order if rep % 2 == 0 else order[::-1]:
+            dg.overlap = on
+            rows, outs["on" if on else "off"] = timed_forward(dg, layers, act, x)
+            passes.setdefault("on" if on else "off", []).append(rows)
+    return passes, outs
+
+
+def medians(passes: list[list[dict]]) -> list[dict]:
+    """Per layer, the median of each timed field over the passes (counts from the first pass)."""
+    out = []
+    for i, first in enumerate(passes[0]):
+        row = dict(first)
+        for k in ("total_s", "compute_s", "exposed_s", "transfer_s", "blocked_s", "cpu_s", "wait_s"):
+            row[k] = float(np.median([p[i][k] for p in passes]))
+        out.append(row)
+    return out
+
+
 def distributed(cfg, part_dir: Path, ref: Path) -> dict | None:
-    """Every rank: load its part, warm up, one timed forward, gather; rank 0 returns the results."""
+    """Every rank: load its part, warm up, the timed passes, gather; rank 0 returns the results."""
     if "RANK" not in os.environ:                            # parts=1 without torchrun
         os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=int(cfg.timeout)))
@@ -213,19 +251,38 @@ def distributed(cfg, part_dir: Path, ref: Path) -> dict | None:
     run_layers(layers, torch.randn(tiny.num_local, dg.node_data["x"].shape[1]), tiny, act)   # warm-up
     dg.separate_wait = True
     dg.log.clear()
-    rows, out = timed_forward(dg, layers, act)
-    mine = {"rank": rank, "local": dg.num_local, "halo": dg.num_halo, "halo_fraction": dg.halo_fraction,
-            "nonzeros": int(dg.part.col.numel()), "load_s": round(load_s, 2), "layers": rows,
-            "peak_rss_gib": gib(vm_hwm_bytes())}
-    full = dg.gather(out)
+    passes, outs = timed_passes(cfg, dg, layers, act)
+    modes = {m: medians(p) for m, p in passes.items()}
+    interior = int(dg.part.rowptr[dg.num_interior]) if dg.num_local else 0
+    mine = {"rank": rank, "local": dg.num_local, "interior": dg.num_interior, "halo": dg.num_halo,
+            "halo_fraction": dg.halo_fraction, "nonzeros": int(dg.part.col.numel()), "interior_nonzeros": interior,
+            "load_s": round(load_s, 2), "layers": modes.get("on", modes.get("off")), "modes": modes,
+            "passes": passes, "peak_rss_gib": gib(vm_hwm_bytes())}
+    full = {m: dg.gather(o) for m, o in outs.items()}
     mine["peak_rss_after_gather_gib"] = gib(vm_hwm_bytes())
     ranks = [None] * world
     dist.all_gather_object(ranks, mine)
     result = None
     if rank == 0:
-        result = {"ranks": ranks, "manifest_info": manifest["info"], "check": _check(full, ref, cfg.check)}
+        checks = {m: _check(f, ref, cfg.check) for m, f in full.items()}
+        worst = max(checks.values(), key=lambda c: c.get("relative_error", 0.0))
+        result = {"ranks": ranks, "manifest_info": manifest["info"], "check": {**worst, "modes": checks},
+                  "ab": ab_ratios(ranks)}
     dist.destroy_process_group()
     return result
+
+
+def ab_ratios(ranks: list[dict]) -> dict:
+    """Overlap on / off: per pass pair, the slowest rank's forward time; their ratios and medians."""
+    if not all("on" in r["passes"] and "off" in r["passes"] for r in ranks):
+        return {}
+    def slowest(mode):
+        return [max(sum(row["total_s"] for row in r["passes"][mode][i]) for r in ranks)
+                for i in range(len(ranks[0]["passes"][mode]))]
+    on, off = slowest("on"), slowest("off")
+    ratios = [a / b for a, b in zip(on, off)]
+    return {"on_s": on, "off_s": off, "ratios": ratios, "median_on_s": float(np.median(on)),
+            "median_off_s": float(np.median(off)), "median_ratio": float(np.median(ratios))}
 
 
 def _free_port() -> int:
@@ -255,20 +312,29 @@ def report(cfg, res: dict) -> None:
     title = (f"{info['dataset']} · {cfg.model.name.upper()} · {cfg.layers} layers, hidden {cfg.hidden} · "
              f"P={cfg.parts} ({info['method']}, edge cut {info['edge_cut']:.1%}) · "
              f"{cfg.threads} thread(s)/rank")
-    print_grid(title, ["rank", "local", "halo", "halo/local", "nonzeros", "peak RSS GiB (after gather)"],
-               [[r["rank"], r["local"], r["halo"], f"{r['halo_fraction']:.3f}", r["nonzeros"],
-                 f"{r['peak_rss_gib']:.2f} ({r['peak_rss_after_gather_gib']:.2f})"] for r in ranks],
+    print_grid(title, ["rank", "local", "interior rows (nonzeros)", "halo", "halo/local", "nonzeros",
+                       "peak RSS GiB (after gather)"],
+               [[r["rank"], r["local"], f"{r['interior'] / max(r['local'], 1):.1%} "
+                 f"({r['interior_nonzeros'] / max(r['nonzeros'], 1):.1%})", r["halo"], f"{r['halo_fraction']:.3f}",
+                 r["nonzeros"], f"{r['peak_rss_gib']:.2f} ({r['peak_rss_after_gather_gib']:.2f})"] for r in ranks],
                right=("local", "halo", "halo/local", "nonzeros"), section_by=None,
                caption=header_lines(res["machine"]))
-    cols = [("compute_s", "compute s"), ("cpu_s", "cpu s"), ("comm_s", "transfer s"), ("wait_s", "wait s")]
+    cols = [("total_s", "total s"), ("compute_s", "compute s"), ("cpu_s", "cpu s"), ("transfer_s", "transfer s"),
+            ("exposed_s", "exposed s"), ("wait_s", "wait s")]
     rows = []
-    for i in range(int(cfg.layers)):
-        ls = [r["layers"][i] for r in ranks]
-        rows.append([i, *(f"{max(x[k] for x in ls):.4g}" for k, _ in cols),
-                     f"{max(x['bytes_sent'] for x in ls) / MIB:.4g}", ls[0]["exchanges"]])
-    print_grid("per layer, maximum over the ranks",
-               ["layer", *(h for _, h in cols), "MiB sent/rank", "exchanges"], rows,
-               right=(*(h for _, h in cols), "MiB sent/rank"), section_by=None)
+    for mode in res["ranks"][0]["modes"]:
+        for i in range(int(cfg.layers)):
+            ls = [r["modes"][mode][i] for r in ranks]
+            rows.append([mode, i, *(f"{max(x[k] for x in ls):.4g}" for k, _ in cols),
+                         f"{max(x['bytes_sent'] for x in ls) / MIB:.4g}", ls[0]["exchanges"]])
+    print_grid(f"per layer, overlap on/off, median of {cfg.repeats} pass(es), maximum over the ranks",
+               ["overlap", "layer", *(h for _, h in cols), "MiB sent/rank", "exchanges"], rows,
+               right=(*(h for _, h in cols), "MiB sent/rank"), section_by=0)
+    if res.get("ab"):
+        ab = res["ab"]
+        print(f"forward pass (slowest rank), median: overlap on {ab['median_on_s']:.4g} s, off "
+              f"{ab['median_off_s']:.4g} s; on/off per interleaved pair {[round(r, 3) for r in ab['ratios']]}, "
+              f"median {ab['median_ratio']:.3f}")
     if chk["checked"]:
         ref = chk["reference"]
         verdict = "ok" if chk["ok"] else "FAIL"

@@ -34,10 +34,12 @@ class Graph:
     it), so a large graph does not hold an E-sized int64 array it never reads."""
 
     def __init__(self, adj: SparseTensor, edge_perm=None, *, from_sparse: bool = False, sources=None,
-                 buffer=None):
+                 buffer=None, sources_async=None, row_ranges=None):
         self.adj = adj
         self._buffer = buffer  # (shape, dtype) -> local rows of a buffer with room for the halo rows
         self._sources = sources  # t_local -> t over all source columns (a distributed graph's halo exchange)
+        self._async = sources_async  # as sources, the halo rows still in flight (see row_ranges)
+        self._ranges = row_ranges  # n -> the target row ranges in order, or None (see row_ranges)
         self._perm = edge_perm
         self.from_sparse = from_sparse  # built from a sparse adjacency (PyG's rules differ by input type)
         self._derived: dict = {}
@@ -57,10 +59,25 @@ class Graph:
         (itself for a local graph; local rows then halo rows for a partitioned one)."""
         return t if self._sources is None else self._sources(t)
 
-    def source_rows(self, shape, dtype) -> torch.Tensor | None:
-        """Where to write a source-side tensor of this process's rows so that ``sources`` can add
-        the halo rows without a copy (None for a local graph: any tensor will do)."""
-        return None if self._buffer is None else self._buffer(shape, dtype)
+    def sources_async(self, t: torch.Tensor) -> torch.Tensor:
+        """``sources(t)``, whose halo rows may still be in flight: they hold their values once the
+        iteration of ``row_ranges`` has moved past the first range."""
+        return self.sources(t) if self._async is None else self._async(t)
+
+    def row_ranges(self, n: int):
+        """None (compute the ``n`` target rows at once), or the target row ranges ``(r0, r1)`` to compute
+        in order, covering ``[0, n)``: the first reads no halo row, and the halo rows started by
+        ``sources_async`` have arrived when the next one is produced (a partitioned graph's overlap)."""
+        return None if self._ranges is None else self._ranges(n)
+
+    def _same_sources(self) -> dict:
+        return {"sources": self._sources, "buffer": self._buffer, "sources_async": self._async,
+                "row_ranges": self._ranges}
+
+    def source_rows(self, shape, dtype) -> torch.Tensor:
+        """A fresh tensor for a source-side tensor of this process's rows: for a partitioned graph the
+        head of a buffer with room for the halo rows, which ``sources`` then adds without a copy."""
+        return memory.empty(shape, dtype) if self._buffer is None else self._buffer(shape, dtype)
 
     @property
     def num_dst(self) -> int:
@@ -167,8 +184,7 @@ class Graph:
         m = SparseTensor(adj.shape, adj.format, [None, pos.to(adj.index_dtype)], [None, adj.crd[1][keep]],
                          vals, check=False)
         perm = None if self._perm is None else (lambda: self.edge_perm[keep])
-        return Graph(m, perm, from_sparse=self.from_sparse, sources=self._sources,
-                         buffer=self._buffer)
+        return Graph(m, perm, from_sparse=self.from_sparse, **self._same_sources())
 
     def with_self_loops(self, rebuild=None) -> "Graph":
         """Pattern only: self loops removed, then one added per node of the square part (PyG
@@ -196,8 +212,7 @@ class Graph:
             _, rr, cc, _ = coords(self)
             m = SparseTensor.from_coo(rr, cc, None, shape, sum_duplicates=False)
             return Graph(m, perm if rebuild is not None or self._perm is not None else None,
-                         from_sparse=self.from_sparse, sources=self._sources,
-                         buffer=self._buffer)
+                         from_sparse=self.from_sparse, **self._same_sources())
         return self.derived("self_loops", make)
 
 
