@@ -125,12 +125,19 @@ def test_understated_probe_is_a_failed_target_and_flagged_in_the_table(capsys):
 
     from sgnn.harness import bench_spmm as bs
     t = OmegaConf.create({"speedup_vs_torch": {}, "arxiv_min_features": 64})
-    row = {"framework": "sgnn", "dataset": "g", "F": 16, "dtype": "fp32", "threads": 2, "n": 100, "nnz": 800,
-           "label": "g", "median_ms": 0.1, "p10_ms": 0.1, "p90_ms": 0.1, "others_cores": 0.0}
-    row.update(R.fractions(1e-4, 100, 800, 16, torch.float32, 40e9, 1e8))          # a far too low roofline
-    assert row["probe_understates"]
-    res = bs.targets([row], {}, t)
-    assert [r["pass"] for r in res] == [False] and "PROBE UNDERSTATES" in res[0]["what"]
-    assert bs._cells(row)[bs.COLUMNS.index("% roof")].endswith("!")
-    ok = {**row, **R.fractions(1e-4, 100, 800, 16, torch.float32, 40e9, 1e12)}
-    assert bs.targets([ok], {}, t) == [] and not bs._cells(ok)[bs.COLUMNS.index("% roof")].endswith("!")
+    base = {"framework": "sgnn", "dataset": "g", "F": 16, "dtype": "fp32", "threads": 2, "n": 100, "nnz": 800,
+            "label": "g", "median_ms": 0.2, "min_ms": 0.1, "p10_ms": 0.1, "p90_ms": 0.3, "others_cores": 0.0}
+    nbytes = R.roofline_bytes(100, 800, 16)
+    rows = {}
+    # the roofline: 1.5× what the median reaches, 0.75× what the best run reaches / far above both
+    for name, bw in (("over", nbytes / 1.5e-4), ("ok", nbytes / 0.5e-4)):
+        rows[name] = r = dict(base)
+        bs._derived(r, r, 40e9, {"bytes_per_s": bw})
+    over, ok = rows["over"], rows["ok"]
+    assert over["roofline_fraction"] == pytest.approx(0.75) and over["roofline_fraction_best"] == pytest.approx(1.5)
+    assert over["probe_understates"] and not ok["probe_understates"]
+    res = bs.targets([over], {}, t)
+    assert [r["pass"] for r in res] == [False] and "PROBE UNDERSTATES" in res[0]["what"] and "150%" in res[0]["what"]
+    cells = bs._cells(over)
+    assert cells[bs.COLUMNS.index("% roof")] == "75.0% !" and cells[bs.COLUMNS.index("% roof best")] == "150.0% !"
+    assert bs.targets([ok], {}, t) == [] and not bs._cells(ok)[bs.COLUMNS.index("% roof best")].endswith("!")

@@ -9,11 +9,12 @@ float16 (no peer has a narrow CSR SpMM on CPU), checked against sgnn float32 on 
 (max |y - ref| / max |ref| <= ``bench.narrow.tolerance``), with its speed ratio to sgnn float32.
 
 Per (graph, F, dtype, framework): median and p10-p90 ms, GFLOP/s (2 nnz F / t), bytes (gathered rows +
-streamed CSR + Y), achieved GB/s, its fraction of the gather roofline (the best read-only gather-and-sum
-probe on the graph's own CSR pattern at that F and dtype, measured per (graph, F, dtype)) and of the
+streamed CSR + Y), achieved GB/s, its fraction of the gather roofline (the best run of the best read-only
+gather-and-sum probe on the graph's own CSR pattern at that F and dtype, measured per (graph, F, dtype);
+for the median and, like for like, for the best run) and of the
 copy (stream) bandwidth, the memory floor over the copy bandwidth; byte formulas and probes in
-roofline.py; sgnn's speedup, other processes' load. A fraction of the roofline above 100% is flagged
-(``PROBE UNDERSTATES``, and a failed target): the probe, not the kernel, is then wrong. Then the latencies (spmm_latency.py) on the first graph, and PASS/FAIL against ``bench.targets``.
+roofline.py; sgnn's speedup, other processes' load. An SpMM whose best run is above 100% of the roofline
+is flagged (``PROBE UNDERSTATES``, and a failed target): the probe, not the kernel, is then wrong. Then the latencies (spmm_latency.py) on the first graph, and PASS/FAIL against ``bench.targets``.
 """
 from __future__ import annotations
 
@@ -185,7 +186,10 @@ def _derived(r: dict, sg: dict, copy_bw: float, roof: dict) -> None:
     if "median_ms" not in r:
         return
     dt = dtype_of(r["dtype"])
-    r.update(fractions(r["median_ms"] / 1e3, r["n"], r["nnz"], r["F"], dt, copy_bw, roof["bytes_per_s"]))
+    args = r["n"], r["nnz"], r["F"], dt, copy_bw, roof["bytes_per_s"]
+    r.update(fractions(r["median_ms"] / 1e3, *args))
+    best = fractions(r["min_ms"] / 1e3, *args)     # like for like: best run against the probe's best run
+    r.update(roofline_fraction_best=best["roofline_fraction"], probe_understates=best["probe_understates"])
     if r is not sg and "median_ms" in sg and r["framework"] != "sgnn":
         r["sgnn_speedup"] = r["median_ms"] / sg["median_ms"]
 
@@ -222,10 +226,10 @@ def targets(rows: list[dict], lat: dict, t) -> list[dict]:
     res += narrow_targets(rows, t)
     over = [r for r in rows if r.get("probe_understates")]
     if over:
-        worst = max(over, key=lambda r: r["roofline_fraction"])
-        res.append({"pass": False, "what": f"PROBE UNDERSTATES: {len(over)} SpMM(s) above their roofline, "
-                    f"worst {worst['framework']} {worst['dtype']} on {worst['dataset']}, F={worst['F']}: "
-                    f"{100 * worst['roofline_fraction']:.0f}% (a roofline fraction must be <= 100%)"})
+        worst = max(over, key=lambda r: r["roofline_fraction_best"])
+        res.append({"pass": False, "what": f"PROBE UNDERSTATES: {len(over)} SpMM(s) ran above their roofline, "
+                    f"worst {worst['framework']} {worst['dtype']} on {worst['dataset']}, F={worst['F']}: best "
+                    f"run at {100 * worst['roofline_fraction_best']:.0f}% (a roofline fraction must be <= 100%)"})
     if lat.get("first_compile"):
         ms = lat["first_compile"][0]["ms"]
         res.append({"pass": ms < float(t.first_compile_ms),
@@ -309,8 +313,8 @@ def report(res: dict) -> None:
              for k, g in res["graphs"].items()]
     print_grid("SpMM Y = A·X, GCN-normalised A (values and X in the row's dtype); MB: gathered rows + "
                "streamed CSR (pos, crd, values) + Y; GB/s: MB over the median time; % roof: of the gather "
-               "roofline of that graph, F and dtype (table below; above 100% is flagged '!': the probe "
-               "understates); % stream: of the copy bandwidth; % floor: memory floor over copy bandwidth; "
+               "roofline of that graph, F and dtype (table below: the probes' best run); % roof best: this "
+               "SpMM's best run against it (above 100% is flagged '!': the probe understates); % stream: of the copy bandwidth; % floor: memory floor over copy bandwidth; "
                "sgnn speedup = framework time / sgnn fp32 time; vs fp32 = sgnn fp32 time / this time; "
                "others = cores used by other processes",
                COLUMNS, [_cells(r) for r in res["rows"]], caption=head, right=set(COLUMNS) - LEFT)
@@ -343,7 +347,7 @@ def report(res: dict) -> None:
 
 
 COLUMNS = ["dataset", "n", "nnz", "F", "dtype", "framework", "thr", "median ms", "p10–p90 ms", "GFLOP/s",
-           "MB", "GB/s", "% roof", "% stream", "% floor", "sgnn speedup", "vs fp32", "check", "others"]
+           "MB", "GB/s", "% roof", "% roof best", "% stream", "% floor", "sgnn speedup", "vs fp32", "check", "others"]
 LEFT = {"dataset", "dtype", "framework", "check"}
 
 
@@ -354,8 +358,9 @@ def _cells(r: dict) -> list:
     check = "ref" if "verified" not in r else ("ok" if r["verified"] else "MISMATCH")
     speedup = f"{r['sgnn_speedup']:.2f}×" if "sgnn_speedup" in r else "—"
     vs32 = f"{r['vs_fp32']:.2f}×" if "vs_fp32" in r else "—"
-    roof = f"{100 * r['roofline_fraction']:.1f}%" + (" !" if r["probe_understates"] else "")
+    flag = " !" if r["probe_understates"] else ""
+    roof, roof_best = (f"{100 * r[k]:.1f}%{flag}" for k in ("roofline_fraction", "roofline_fraction_best"))
     return head + [f"{r['median_ms']:.3f}", f"{r['p10_ms']:.3f}–{r['p90_ms']:.3f}", f"{r['gflops']:.2f}",
-                   f"{r['roofline_bytes'] / 1e6:.1f}", f"{r['achieved_gb_per_s']:.2f}", roof,
+                   f"{r['roofline_bytes'] / 1e6:.1f}", f"{r['achieved_gb_per_s']:.2f}", roof, roof_best,
                    f"{100 * r['stream_fraction']:.1f}%", f"{100 * r['floor_fraction']:.1f}%", speedup,
                    vs32, check, f"{r['others_cores']:.2f}"]
