@@ -94,8 +94,16 @@ def test_spmm_entry(tmp_path):
     for r in rows:
         assert "error" not in r, r.get("traceback")
         assert r["median_ms"] > 0 and r["floor_fraction"] > 0 and r["roofline_fraction"] > 0
+        assert r["stream_fraction"] > 0 and r["achieved_gb_per_s"] > 0
+        assert r["probe_understates"] == (r["roofline_fraction_best"] > 1)
+        assert r["roofline_fraction_best"] >= r["roofline_fraction"]
         assert r["framework"] == "sgnn" or (r["verified"] and r["sgnn_speedup"] > 0)
-    assert len(res["gather_roofline"]) == 1 and res["gather_roofline"][0]["rows"] == rows[0]["nnz"]
+    (roof,) = res["gather_roofline"]
+    assert roof["nnz"] == rows[0]["nnz"] and roof["n"] == rows[0]["n"] and roof["best_gb_per_s"] > 0
+    assert set(roof["candidates"]) == {"probe ahead=0", "probe ahead=8", "probe ahead=16", "probe ahead=32",
+                                       "probe ahead=64", "probe ahead=128", "embedding_bag"}
+    understated = [r for r in rows if r["probe_understates"]]
+    assert any("PROBE UNDERSTATES" in t["what"] for t in res["targets"]) == bool(understated)
     assert {"first_compile", "warm_call", "new_process"} <= set(res["latency"]) and not res["errors"]
     what = " ".join(t["what"] for t in res["targets"])
     assert "first compile" in what and "new process" in what and "warm in-process call" in what
