@@ -12,7 +12,7 @@ import torch
 from sgnn.distributed import DistGraph, PeerError, build_part, load_partition, save_partition
 from sgnn.distributed.storage import partition_id
 
-from test_distributed import launch, rel
+from test_distributed import forward, launch, rel
 
 N, F = 120, 8
 pytestmark = pytest.mark.timeout(150)
@@ -42,14 +42,6 @@ def models():
     torch.manual_seed(0)
     return {"gcn": [GCNConv(F, 16), GCNConv(16, 3)], "sage": [SAGEConv(F, 16), SAGEConv(16, 3)],
             "gat": [GATConv(F, 4, heads=2), GATConv(8, 3, heads=2, concat=False)]}
-
-
-def forward(layers, x, g):
-    with torch.inference_mode():
-        for i, conv in enumerate(layers):
-            x = conv(x, g)
-            x = x.relu() if i < len(layers) - 1 else x
-    return x
 
 
 def features():
