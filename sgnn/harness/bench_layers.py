@@ -88,7 +88,8 @@ def make_forward(fw: str, net: PygNet, data):
     """``fw``'s zero-argument forward pass; a narrow precision through bench_precision's twins."""
     check_framework(fw)
     base, p = precision_of(fw)
-    build = functools.partial(FRAMEWORKS["pyg"], pyg_cached=True) if base == "pyg-cached" else FRAMEWORKS[base]
+    build = (functools.partial(FRAMEWORKS["pyg"], pyg_cached=True) if base == "pyg-cached"
+             else FRAMEWORKS[base])
     return build(net, data) if p == "fp32" else precision_forward(net, data, p, build)
 
 
@@ -132,7 +133,8 @@ def _failed(row: dict, e: Exception, fw: str, where: str) -> None:
     log(f"ERROR {fw} on {where}: {why or ''}\n{row['traceback']}")
 
 
-def prepare(fw: str, net, data, ref, b, notes: dict, where: str) -> tuple[dict, dict | None, torch.Tensor | None]:
+def prepare(fw: str, net, data, ref, b, notes: dict,
+            where: str) -> tuple[dict, dict | None, torch.Tensor | None]:
     """Build ``fw``'s twin, check it against ``ref``, choose its repetitions; (row, its timing entry or
     None after an error, output)."""
     row = {"framework": fw, "threads": torch.get_num_threads(), "grad_mode": "inference_mode",
@@ -248,8 +250,8 @@ def bench_case(c, graph, model: str, b, quiet: Quiet, notes: dict) -> list[dict]
         ok, avail = fits(need)
         if precision_of(fw)[0] in ("pyg", "pytorch") and not ok:
             rows.append({**base, "precision": precision_of(fw)[1],
-                         "error": f"skipped: needs about {b.gat_memory_factor} x {gat_bytes(d, m) / 2**30:.1f} "
-                                  f"GiB, {avail / 2**30:.1f} GiB available"})
+                         "error": f"skipped: needs about {b.gat_memory_factor} x "
+                                  f"{gat_bytes(d, m) / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"})
             log(rows[-1]["error"])
             continue
         row, entry, y = prepare(fw, net, d, ref, b, notes, where)

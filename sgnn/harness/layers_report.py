@@ -12,7 +12,7 @@ NARROW = ("bf16", "mixed")          # framework name suffixes: bfloat16 twins, s
 
 
 def precision_of(fw: str) -> tuple[str, str]:
-    """(base framework, precision) of a framework name: ``pyg-bf16`` -> (pyg, bf16), ``dgl`` -> (dgl, fp32)."""
+    """(base framework, precision) of a name: ``pyg-bf16`` -> (pyg, bf16), ``dgl`` -> (dgl, fp32)."""
     base, _, suffix = fw.rpartition("-")
     return (base, suffix) if base and suffix in NARROW else (fw, "fp32")
 
@@ -74,8 +74,8 @@ def summary_table(rows: list[dict], order, baselines: list[str], caption: list[s
                                                                    "sgnn/pyg peak mem"]
     cells = [_summary_cells({r["framework"]: r for r in rows if (r["dataset"], r["model"]) == (g, m)},
                             f"{g} · {LABEL[m]}", baselines, len(cols)) for g, m in order]
-    print_grid("float32: sgnn speedup per case (framework median / sgnn median)", cols, cells, caption=caption,
-               right=set(cols[1:]) - {"fastest baseline"})
+    print_grid("float32: sgnn speedup per case (framework median / sgnn median)", cols, cells,
+               caption=caption, right=set(cols[1:]) - {"fastest baseline"})
 
 
 def _case_rows(rows, g: str, model: str) -> dict:
@@ -181,7 +181,8 @@ def precision_table(summary: list[dict], caption: list[str]) -> None:
               ", ".join(p["peers_failed"]) or "—"] for p in summary]
     print_grid("bfloat16: speedup = other median / sgnn-bf16 median (mixed/fp32: sgnn fp32 / sgnn-mixed); "
                "fastest peer over every timed non-sgnn framework whose output was checked, any precision; "
-               "agree: argmax agreement with PyG float32; why a peer could not run: the ERROR lines", cols, cells, caption=caption,
+               "agree: argmax agreement with PyG float32; why a peer could not run: the ERROR lines", cols,
+               cells, caption=caption,
                right=set(cols[1:7] + cols[8:9]))
 
 
