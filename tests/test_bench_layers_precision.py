@@ -52,6 +52,7 @@ def test_ratios_and_targets_come_from_the_medians():
     assert s["peers"] == ["pyg", "pyg-bf16", "dgl"]
     assert vs32["pass"] and "2.29×" in vs32["what"] and "target ≥ 2.0×" in vs32["what"]
     assert vspeer["pass"] and "4.29×" in vspeer["what"] and "pyg-bf16" in vspeer["what"]
+    assert "not peers, output mismatched: dgl-bf16" in vspeer["what"]
     rows[-1]["median_ms"] = 9.0                                # 16/9 < 2, 30/9 < 4
     _, (vs32, vspeer) = _targets(rows)
     assert not vs32["pass"] and not vspeer["pass"] and "1.78×" in vs32["what"]

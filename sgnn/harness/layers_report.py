@@ -149,11 +149,13 @@ def _bf16_targets(p: dict, t) -> list[dict]:
     """``t.bf16_vs_fp32`` / ``t.bf16_vs_fastest_peer`` (per dataset): PASS needs the speed ratio and a
     checked sgnn-bf16 output (argmax agreement with PyG float32)."""
     res, case = [], f"{LABEL[p['model']]} on {p['dataset']}"
+    bad = ", ".join(p["peers_unchecked"])
+    left = f"; not peers, output mismatched: {bad}" if bad else ""
     agree = "n/a" if p["bf16_agreement"] is None else f"{p['bf16_agreement']:.2%}"
     check = "" if p["bf16_verified"] else f" [sgnn-bf16 output NOT verified: argmax agreement {agree}]"
     pairs = (("bf16_vs_fp32", "sgnn-bf16 vs sgnn fp32", p["sgnn_ms"]),
              ("bf16_vs_fastest_peer", f"sgnn-bf16 vs fastest peer in its fastest precision "
-                                      f"({p['fastest_peer'] or 'none'} of {{{', '.join(p['peers'])}}})",
+                                      f"({p['fastest_peer'] or 'none'} of {{{', '.join(p['peers'])}}}{left})",
               p["fastest_peer_ms"]))
     for key, what, other in pairs:
         need = ((t.get(key) or {}).get(p["dataset"]))
