@@ -1,20 +1,37 @@
-"""``python run.py bench=layers``: GNN layers and 2-layer models, sgnn vs PyG, DGL and plain PyTorch.
+"""``python run.py bench=layers``: GNN layers and 2-layer models, sgnn vs PyG, DGL and plain PyTorch, in
+float32 and bfloat16.
 
 Cases (``bench.models``): the single layers GCNConv, SAGEConv (mean) and GATConv (``heads`` concatenated)
 from the input width to the hidden size, and the 2-layer models of ``run.py`` (gcn2, sage2, gat2); sizes
 come from configs/model and configs/dataset_model of each dataset. The reference is the PyG model
 (seeded init, biases set to small random values so that bias mapping is checked too); the others get
 its weights through the twins of ``models.py``: ``pyg`` (cached=False), ``pyg-cached`` (GCN only),
-``pyg-csr`` (adj_t), ``pytorch``, ``dgl``, ``sgnn`` (from_pyg).
+``pyg-csr`` (adj_t), ``pytorch``, ``dgl``, ``sgnn`` (from_pyg). A framework name ending in ``-bf16`` is
+that twin built from the model cast by ``.bfloat16()`` with bfloat16 features, ``sgnn-mixed`` the float32
+sgnn twin under ``sgnn.config(precision="bf16")`` (both built by ``bench_precision.forward``).
 
-Every output is checked against PyG's before it is timed, under torch.inference_mode() (sgnn retries
-under torch.no_grad() if it raises there, and the table says so); timed sgnn calls run under
-sgnn.config(assert_cached=True). Peak memory: the growth of this process's RSS during the timed calls
-(memory.PeakRss); the RSS growth of building a framework and its first call is "setup".
+Every output is checked against PyG's float32 output before it is timed, under torch.inference_mode()
+(sgnn retries under torch.no_grad() if it raises there, and the table says so): float32 rows within
+rtol = 1e-4, bfloat16 / mixed rows by their argmax agreement (>= ``bench.low_precision_agreement``), so
+a broken narrow path cannot look fast. A framework that cannot run (e.g. torch.sparse has no bfloat16
+CSR matmul on CPU) keeps its row with the error and why. Timed sgnn calls run under
+sgnn.config(assert_cached=True).
+
+Timing is interleaved: every framework of a case is built (and its repetitions chosen from two calls)
+first, then ``bench.rounds`` rounds each run every framework's share of its repetitions, in alternating
+order (forward, then reversed), each round one block of ``Quiet.timed`` (waits for a quiet machine,
+re-measures a busy round). A row's median and quantiles are over all its timed calls; its load is the
+mean over the rounds of the other processes' cores. Peak memory: the growth of this process's RSS
+during a framework's timed calls (memory.PeakRss, the largest over the rounds); the RSS growth of
+building a framework and its first call is "setup".
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
+import math
+import statistics
 import time
 import traceback
 
@@ -22,12 +39,19 @@ import torch
 from omegaconf import OmegaConf
 
 from . import cases
-from .layers_report import report, targets
+from .bench_precision import forward as precision_forward
+from .bench_precision import rel_errors
+from .layers_report import precision_of, precision_summary, report, targets
 from .machine import Quiet, log, machine_info
 from .memory import PeakRss, fits, release_memory, rss_bytes
 from .models import FRAMEWORKS, PygNet, build_pyg
 from .report import versions, write_results
-from .timing import adaptive_repetitions, time_calls
+from .timing import Timing, adaptive_repetitions
+
+BASES = ("pyg", "pyg-cached", "pyg-csr", "pytorch", "dgl", "sgnn")
+# why a peer cannot run bfloat16: a piece of its error message -> the reason the table prints
+WHY = {"addmm_out_sparse_csr_impl_mkl": "torch.sparse has no bfloat16 CSR matmul (MKL addmm) on CPU",
+       "sparse_mm_reduce": "torch.sparse's CSR matmul-reduce (PyG SAGE on adj_t) takes float32 only"}
 
 MODELS = ("gcn", "sage", "gat", "gcn2", "sage2", "gat2")
 
@@ -52,12 +76,21 @@ def build_net(model: str, m, in_dim: int, classes: int, seed: int, bias_std: flo
     return net.eval()
 
 
+def check_framework(fw: str) -> None:
+    """ValueError unless ``fw`` is a base framework, ``<base>-bf16`` or ``sgnn-mixed``."""
+    base, p = precision_of(fw)
+    if base not in BASES or (p == "mixed" and base != "sgnn"):
+        raise ValueError(f"bench.frameworks: expected one of {list(BASES)}, optionally with -bf16, or "
+                         f"sgnn-mixed (got {fw!r})")
+
+
 def make_forward(fw: str, net: PygNet, data):
-    if fw in ("pyg", "pyg-cached"):
-        return FRAMEWORKS["pyg"](net, data, pyg_cached=fw == "pyg-cached")
-    if fw not in FRAMEWORKS:
-        raise ValueError(f"bench.frameworks: expected pyg-cached or one of {sorted(FRAMEWORKS)} (got {fw!r})")
-    return FRAMEWORKS[fw](net, data)
+    """``fw``'s zero-argument forward pass; a narrow precision through bench_precision's twins."""
+    check_framework(fw)
+    base, p = precision_of(fw)
+    build = (functools.partial(FRAMEWORKS["pyg"], pyg_cached=True) if base == "pyg-cached"
+             else FRAMEWORKS[base])
+    return build(net, data) if p == "fp32" else precision_forward(net, data, p, build)
 
 
 def _first_call(fw: str, fn, row: dict, notes: dict, where: str):
@@ -66,7 +99,7 @@ def _first_call(fw: str, fn, row: dict, notes: dict, where: str):
         with torch.inference_mode():
             return fn(), torch.inference_mode
     except RuntimeError as e:
-        if fw != "sgnn" or "Inference tensors" not in str(e):
+        if precision_of(fw)[0] != "sgnn" or "Inference tensors" not in str(e):
             raise
         notes.setdefault("sgnn_inference_mode", {"error": f"{type(e).__name__}: {e}", "cases": [],
                                                  "traceback": traceback.format_exc()})["cases"].append(where)
@@ -76,19 +109,36 @@ def _first_call(fw: str, fn, row: dict, notes: dict, where: str):
             return fn(), torch.no_grad
 
 
-def _verify(y: torch.Tensor, ref: torch.Tensor) -> dict:
+def _verify(y: torch.Tensor, ref: torch.Tensor, precision: str, agreement: float) -> dict:
+    """Max |y - ref|, argmax agreement, max relative error per node; verified: float32 within 1e-4,
+    a narrow precision with argmax agreement >= ``agreement``."""
     scale = float(ref.abs().max())
     same = y.shape == ref.shape
+    y = y.float()
     err = float((y - ref).abs().max()) if same else float("inf")
-    ok = same and torch.allclose(y, ref, rtol=1e-4, atol=1e-4 * max(1.0, scale))
-    return {"max_abs_err": err, "ref_max_abs": scale, "verified": bool(ok)}
+    agree = float((y.argmax(-1) == ref.argmax(-1)).float().mean()) if same and y.numel() else float(same)
+    if precision == "fp32":
+        ok = same and torch.allclose(y, ref, rtol=1e-4, atol=1e-4 * max(1.0, scale))
+    else:
+        ok = same and agree >= agreement
+    return {"max_abs_err": err, "ref_max_abs": scale, "argmax_agreement": agree,
+            "max_rel_error": rel_errors(y, ref)[0] if same else float("inf"), "verified": bool(ok)}
 
 
-def measure(fw: str, net, data, ref, b, quiet: Quiet, notes: dict,
-            where: str) -> tuple[dict, torch.Tensor | None]:
-    """Build ``fw``'s twin, check it against ``ref``, time it with its peak ΔRSS; (row, output)."""
-    import sgnn
-    row = {"framework": fw, "threads": torch.get_num_threads(), "grad_mode": "inference_mode"}
+def _failed(row: dict, e: Exception, fw: str, where: str) -> None:
+    row.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    why = next((w for k, w in WHY.items() if k in str(e)), None)
+    if why:
+        row["why"] = why
+    log(f"ERROR {fw} on {where}: {why or ''}\n{row['traceback']}")
+
+
+def prepare(fw: str, net, data, ref, b, notes: dict,
+            where: str) -> tuple[dict, dict | None, torch.Tensor | None]:
+    """Build ``fw``'s twin, check it against ``ref``, choose its repetitions; (row, its timing entry or
+    None after an error, output)."""
+    row = {"framework": fw, "threads": torch.get_num_threads(), "grad_mode": "inference_mode",
+           "precision": precision_of(fw)[1]}
     fn = out = None
     try:
         release_memory()
@@ -96,33 +146,88 @@ def measure(fw: str, net, data, ref, b, quiet: Quiet, notes: dict,
         fn = make_forward(fw, net, data)
         out, mode = _first_call(fw, fn, row, notes, where)
         row["first_call_s"] = time.perf_counter() - t0
+        row["dtype"] = str(out.dtype).replace("torch.", "")
         if ref is not None:
-            row.update(_verify(out, ref))
+            row.update(_verify(out, ref, row["precision"], float(b.low_precision_agreement)))
             if not row["verified"]:
-                log(f"MISMATCH {fw} on {where}: max |err| = {row['max_abs_err']:.3g}")
+                log(f"MISMATCH {fw} on {where}: max |err| = {row['max_abs_err']:.3g}, argmax agreement "
+                    f"{row['argmax_agreement']:.4f}")
         release_memory()
         row["setup_rss_mib"] = (rss_bytes() - rss0 - out.numel() * out.element_size()) / 2**20
 
-        def call():
+        def call(fn=fn, mode=mode):
             with mode():
                 fn()
         reps, est = adaptive_repetitions(call, int(b.repetitions), int(b.min_repetitions), float(b.budget_s))
-
-        def block():
-            checked = sgnn.config(assert_cached=True) if fw == "sgnn" else contextlib.nullcontext()
-            with checked, PeakRss() as mem:
-                t = time_calls(call, reps, 3 if est < 0.2 else 1)
-            return t, mem
-        (t, mem), load = quiet.timed(block)
-        row.update(**t.asdict(), **load, peak_rss_mib=mem.increase_mib, mem_method=mem.method)
+        return row, {"fw": fw, "row": row, "call": call, "reps": reps, "est": est}, out
     except Exception as e:                              # report, keep measuring the others
-        row.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-        log(f"ERROR {fw} on {where}:\n{row['traceback']}")
-        out = None
+        _failed(row, e, fw, where)
+        return row, None, None
     finally:
         fn = None
         release_memory()
-    return row, out
+
+
+def _calls(call, reps: int, warmup: int) -> list[float]:
+    """``warmup`` untimed calls, then ``reps`` calls timed one by one (gc paused); the times in ms."""
+    for _ in range(warmup):
+        call()
+    times = []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        gc.enable()
+    return times
+
+
+def _round(entries: list[dict], first: bool, where: str) -> dict:
+    """One round: each live entry's share of calls, with its peak ΔRSS; {fw: (times, warmup, mem)}."""
+    import sgnn
+    got = {}
+    for e in entries:
+        if "error" in e["row"]:
+            continue
+        warm = (3 if first else 1) if e["est"] < 0.2 else (1 if first else 0)
+        checked = sgnn.config(assert_cached=True) if e["fw"].startswith("sgnn") else contextlib.nullcontext()
+        try:
+            with checked, PeakRss() as mem:
+                times = _calls(e["call"], e["per_round"], warm)
+            got[e["fw"]] = (times, warm, mem)
+        except Exception as ex:                         # this framework stops; the others go on
+            _failed(e["row"], ex, e["fw"], where)
+    return got
+
+
+def interleaved(entries: list[dict], b, quiet: Quiet, where: str) -> None:
+    """Time ``entries`` in ``bench.rounds`` interleaved rounds (order alternating); fills their rows."""
+    rounds = max(1, int(b.rounds))
+    for e in entries:
+        e.update(per_round=math.ceil(e["reps"] / rounds), times=[], warm=0, peak=None, loads=[])
+    for k in range(rounds):
+        order = entries if k % 2 == 0 else entries[::-1]
+        got, load = quiet.timed(lambda order=order, k=k: _round(order, k == 0, where))
+        for e in entries:
+            if e["fw"] in got:
+                times, warm, mem = got[e["fw"]]
+                e["times"] += times
+                e["warm"] += warm
+                e["loads"].append(load)
+                if e["peak"] is None or mem.increase_mib > e["peak"].increase_mib:
+                    e["peak"] = mem
+    for e in entries:
+        if "error" in e["row"] or not e["times"]:
+            continue
+        ls = e["loads"]
+        e["row"].update(**Timing.of(e["times"], e["warm"]).asdict(), rounds=len(ls),
+                        others_cores=statistics.fmean(x["others_cores"] for x in ls),
+                        others_wait_cores=statistics.fmean(x["others_wait_cores"] for x in ls),
+                        attempts=sum(x["attempts"] for x in ls),
+                        peak_rss_mib=e["peak"].increase_mib, mem_method=e["peak"].method)
 
 
 def gat_bytes(data, m) -> int:
@@ -131,26 +236,34 @@ def gat_bytes(data, m) -> int:
 
 
 def bench_case(c, graph, model: str, b, quiet: Quiet, notes: dict) -> list[dict]:
-    """All frameworks on one (dataset, model); PyG first (its output is the reference)."""
+    """All frameworks on one (dataset, model), PyG first (its output is the reference), then their
+    timing interleaved."""
     d, m = graph.data, c.model
     net = build_net(model, m, d.num_features, cases.num_classes(graph), int(c.seed), float(b.bias_std))
-    fws = ["pyg"] + [f for f in b.frameworks if f != "pyg" and (f != "pyg-cached" or model.startswith("gcn"))]
-    rows, ref, where = [], None, f"{graph.name}/{model}"
+    fws = ["pyg"] + [f for f in b.frameworks if f != "pyg" and
+                     (precision_of(f)[0] != "pyg-cached" or model.startswith("gcn"))]
+    rows, entries, ref, where = [], [], None, f"{graph.name}/{model}"
     for fw in fws:
         base = {"dataset": graph.name, "model": model, "framework": fw, "n": int(d.num_nodes),
                 "edges": graph.num_edges, "hidden": int(m.hidden), "heads": int(m.get("heads", 1))}
         need = int(b.gat_memory_factor) * gat_bytes(d, m) if model.startswith("gat") else 0
         ok, avail = fits(need)
-        if fw in ("pyg", "pytorch") and not ok:
-            rows.append({**base, "error": f"skipped: needs about {b.gat_memory_factor} x "
-                                          f"{gat_bytes(d, m) / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB "
-                                          f"available"})
+        if precision_of(fw)[0] in ("pyg", "pytorch") and not ok:
+            rows.append({**base, "precision": precision_of(fw)[1],
+                         "error": f"skipped: needs about {b.gat_memory_factor} x "
+                                  f"{gat_bytes(d, m) / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"})
             log(rows[-1]["error"])
             continue
-        row, y = measure(fw, net, d, ref, b, quiet, notes, where)
+        row, entry, y = prepare(fw, net, d, ref, b, notes, where)
         if fw == "pyg":
             ref, row["check"] = y, "ref"
-        rows.append({**base, **row})
+        row = {**base, **row}
+        if entry is not None:
+            entry["row"] = row
+            entries.append(entry)
+        rows.append(row)
+        y = None
+    interleaved(entries, b, quiet, where)
     _ratios(rows)
     log(f"{where}: " + ", ".join(f"{r['framework']} {r['median_ms']:.2f} ms"
                                  for r in rows if "median_ms" in r))
@@ -173,6 +286,8 @@ def run(cfg, out_dir) -> dict:
     if bad or "pyg" not in b.frameworks:
         raise ValueError(f"bench: expected models among {MODELS} and pyg in frameworks "
                          f"(got {list(b.models)}, {list(b.frameworks)})")
+    for fw in b.frameworks:
+        check_framework(str(fw))
     rows, notes, graphs, order = [], {}, {}, []
     for c, g in cases.graphs(cfg, b.datasets):
         graphs[g.name] = cases.graph_info(g)
@@ -190,7 +305,8 @@ def run(cfg, out_dir) -> dict:
            "notes": notes,
            "memory_method": sorted({r["mem_method"] for r in rows if "mem_method" in r}),
            "waited_s": quiet.waited}
-    res["targets"] = targets(rows, [d for d in b.datasets], b.targets)
+    res["precision"] = precision_summary(rows, order)
+    res["targets"] = targets(rows, [d for d in b.datasets], b.targets, res["precision"])
     report(res)
     write_results(out_dir, res)
     return res

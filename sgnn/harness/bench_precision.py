@@ -67,12 +67,14 @@ def compare(y: torch.Tensor, ref: torch.Tensor, data) -> dict:
             "max_rel_error": worst, "mean_rel_error": mean}
 
 
-def forward(net, data, precision: str):
+def forward(net, data, precision: str, build=sgnn_forward):
     """sgnn inference of ``net`` cast by ``.float()/.bfloat16()/.half()``, features in that dtype (a
-    ``MIXED`` precision: float32, each call under ``sgnn.config(precision=...)``)."""
+    ``MIXED`` precision: float32, each call under ``sgnn.config(precision=...)``); ``build``: another
+    framework's twin builder (models.FRAMEWORKS) instead of sgnn's."""
     dtype, cast = PRECISIONS[precision]
     twin = getattr(copy.deepcopy(net), cast)()
-    fn = sgnn_forward(twin, types.SimpleNamespace(x=data.x.to(dtype), edge_index=data.edge_index))
+    fn = build(twin, types.SimpleNamespace(x=data.x.to(dtype), edge_index=data.edge_index,
+                                           num_nodes=int(data.num_nodes)))
     if precision not in MIXED:
         return fn
     import sgnn
