@@ -14,9 +14,7 @@ _CTYPE = {"float32": "float", "float64": "double", "bfloat16": "sg::bf16", "floa
 _ELEM = {"index32": "int32_t", "index64": "int64_t", "int64": "int64_t"}
 _LOGIC = {"and": " && ", "or": " || "}
 _CLAUSE = {"sum": "+", "max": "max", "min": "min"}
-# Bytes of one gathered row prefetched ahead: the whole span a pass reads, up to the widest register
-# tile (16 lines, tiling.WIDE_TILE_LINES); wider untiled rows prefetch their first 1 KiB.
-PREFETCH_MAX_BYTES = 1024
+PREFETCH_MAX_BYTES = 1024  # of a gathered row prefetched ahead: a whole 16-line register tile's span
 
 
 class Renderer:

@@ -46,11 +46,8 @@ def cache_sizes() -> dict[int, int]:
 
 
 LINE_BYTES = 64
-REGISTER_TILE_LINES = 8  # 8 cache lines = 8 zmm accumulators (128 floats / 64 doubles)
-# With AVX-512's 32 vector registers a tile may span 16 lines (16 accumulators, 16 registers left for
-# loads, conversions and the broadcast value), so F=256 float32 (or a 512-byte narrow row widened to
-# float) is one pass over the CSR, not two: the gather probe's one-pass kernel was up to 2x faster.
-WIDE_TILE_LINES = 16
+# Cache lines (accumulator vectors) of a register tile; 16 with AVX-512's 32 registers (F=256 fp32: 1 pass)
+REGISTER_TILE_LINES, WIDE_TILE_LINES = 8, 16
 CACHE_SHARE = 1.0  # of the last-level cache a gathered operand panel may occupy
 # Move the tile loop outermost only when the gathered operand is this many times the LLC: measured on
 # the 2-vCPU VM (32 MiB L3 shared with neighbours), an arXiv-sized SpMM with prefetching ran as fast or
@@ -107,28 +104,19 @@ def _cache_tile(v, reg, most, exact, rows, n, elem, line, why, names):
     prefetch = PREFETCH and rows * n * elem > PREFETCH_L2_FACTOR * l2
     if prefetch:
         why += f"; prefetch gathered rows (they overflow {PREFETCH_L2_FACTOR}x L2)"
-    llc_level = max(cache_sizes())
-    llc = cache_sizes()[llc_level]
+    llc_level, llc = max(cache_sizes().items())
     if rows * n * elem <= OUTER_TILE_FACTOR * llc:
         return Tile(v, reg, False, prefetch, exact), Decision(
             f"tile {v} by {reg} (registers)", f"{why}; gathered {names} ({rows * n * elem / 2**20:.1f} MiB) "
             f"is under {OUTER_TILE_FACTOR}x L{llc_level} ({llc / 2**20:.0f} MiB): no cache panels")
-    fits = _pow2_floor(max(line, int(CACHE_SHARE * llc // (rows * elem)) // line * line))
-    big = f"gathered {names} is {rows * n * elem / 2**20:.1f} MiB (over {OUTER_TILE_FACTOR}x L{llc_level}, " \
-          f"{llc / 2**20:.0f} MiB)"
-    # A panel is never narrower than a register tile: panels sized to fit the LLC (`fits` wide) gathered
-    # spans so short that F=512 float32 ran at 0.3 of the gather probe (which sweeps 256-wide panels).
-    if n <= most:
-        return Tile(v, reg, False, prefetch, exact), Decision(
-            f"tile {v} by {reg} (registers)", f"{why}; {big}: one register tile spans the row, no panels")
-    return Tile(v, most, True, prefetch), Decision(
-        f"tile {v} by {most}, tile loop outermost",
-        f"{big}; panels of one register tile ({rows * most * elem / 2**20:.1f} MiB each), not the "
-        f"{fits} that fit {CACHE_SHARE:.0%} of it")
+    big = f"gathered {names} is {rows * n * elem / 2**20:.1f} MiB, over {OUTER_TILE_FACTOR}x L{llc_level}"
+    if n <= most:  # panels are one register tile wide: LLC-sized ones (F=512: 2 lines) ran at 0.3 of the probe
+        return Tile(v, reg, False, prefetch, exact), Decision(f"tile {v} by {reg} (registers)", f"{why}; {big}")
+    return Tile(v, most, True, prefetch), Decision(f"tile {v} by {most}, tile loop outermost", f"{big}; 1-tile panels")
 
 
 def register_tile_lines() -> int:
-    """Cache lines (64-byte vectors) a register tile may span on this CPU: half its vector registers."""
+    """Cache lines a register tile may span: half the vector registers (16 accumulators with AVX-512)."""
     return WIDE_TILE_LINES if "avx512f" in cpu_flags() else REGISTER_TILE_LINES
 
 
@@ -139,7 +127,3 @@ def register_width(n: int, most: int, line: int = 16) -> tuple[int, bool]:
         return n, True
     buckets = [b * line for b in WIDTH_BUCKET_LINES if n <= b * line <= most]
     return (min(buckets) if buckets else most), False
-
-
-def _pow2_floor(x: int) -> int:
-    return 1 << (max(1, x).bit_length() - 1)
