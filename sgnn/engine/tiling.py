@@ -48,7 +48,7 @@ def cache_sizes() -> dict[int, int]:
 LINE_BYTES = 64
 # Cache lines (accumulator vectors) of a register tile; 16 with AVX-512's 32 registers (F=256 fp32: 1 pass)
 REGISTER_TILE_LINES, WIDE_TILE_LINES = 8, 16
-CACHE_SHARE = 1.0  # of the last-level cache a gathered operand panel may occupy
+CACHE_SHARE = 1.0  # LLC share of the old LLC-sized panels (panels are now one register tile; tests use it)
 # Move the tile loop outermost only when the gathered operand is this many times the LLC: measured on
 # the 2-vCPU VM (32 MiB L3 shared with neighbours), an arXiv-sized SpMM with prefetching ran as fast or
 # faster untiled (F=64..256, 86-173 MiB gathered) than with 16-64 wide panels.
