@@ -71,3 +71,35 @@ def test_attention_with_prefetch(tiny_caches):
     att = torch.softmax(logits, dim=1).nan_to_num(0.0)          # rows without neighbours: zero
     ref = torch.einsum("ijh,jhc->ihc", att, X.double())
     check(out, ref, torch.float32)
+
+
+@pytest.mark.parametrize("flags,lines", [({"avx512f", "avx2"}, 16), ({"avx2"}, 8), (set(), 8)])
+def test_register_tile_spans_half_the_vector_registers(monkeypatch, flags, lines):
+    """16 accumulator lines with AVX-512's 32 registers (F=256 float32 in one pass), else 8."""
+    monkeypatch.setattr(tiling, "cpu_flags", lambda: frozenset(flags))
+    assert tiling.register_tile_lines() == lines
+
+
+@pytest.mark.parametrize("lines", [8, 16])
+@pytest.mark.parametrize("f,outer", [(40, False), (128, False), (300, True), (700, True)])
+def test_cache_panels_never_narrower_than_a_register_tile(tiny_caches, monkeypatch, lines, f, outer):
+    """A gathered operand far over the LLC: a row one register tile spans gets no panels; a wider one
+    gets panels of exactly one register tile (not the few lines an LLC-sized panel would be), and the
+    panelled, prefetching kernel is right, including the partial last panel."""
+    monkeypatch.setattr(tiling, "register_tile_lines", lambda: lines)
+    A, Ad = power_law_csr(120, 400, seed=f, dtype=torch.float32)
+    X = dense_rand(9, 400, f, dtype=torch.float32)
+    e = sgnn.explain("ik,kj->ij", A, X)
+    most = lines * 16
+    assert e.tile.prefetch and e.tile.outer == (outer and f > most)
+    assert e.tile.size == (most if e.tile.outer else min(tiling.register_width(f, most)[0], most))
+    check(sgnn.einsum("ik,kj->ij", A, X), Ad @ X.to(torch.float64), torch.float32)
+
+
+def test_prefetch_covers_a_wide_tile_span(tiny_caches, monkeypatch):
+    """A 256-float tile prefetches all 16 lines of its span (the old 512-byte cap fetched half)."""
+    monkeypatch.setattr(tiling, "register_tile_lines", lambda: 16)
+    A, _ = power_law_csr(100, 300, seed=2, dtype=torch.float32)
+    cpp = sgnn.explain("ik,kj->ij", A, dense_rand(3, 300, 256, dtype=torch.float32)).cpp
+    assert "static constexpr int64_t TILE = 256;" in cpp
+    assert "sg::min<int64_t>((TILE) * sizeof(T), 1024)" in cpp

@@ -14,7 +14,7 @@ _CTYPE = {"float32": "float", "float64": "double", "bfloat16": "sg::bf16", "floa
 _ELEM = {"index32": "int32_t", "index64": "int64_t", "int64": "int64_t"}
 _LOGIC = {"and": " && ", "or": " || "}
 _CLAUSE = {"sum": "+", "max": "max", "min": "min"}
-PREFETCH_MAX_BYTES = 512  # bytes of one gathered row prefetched ahead
+PREFETCH_MAX_BYTES = 1024  # of a gathered row prefetched ahead: a whole 16-line register tile's span
 
 
 class Renderer:

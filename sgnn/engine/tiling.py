@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .precision import cpu_flags
 from .schedule import Decision
 
 
@@ -45,8 +46,9 @@ def cache_sizes() -> dict[int, int]:
 
 
 LINE_BYTES = 64
-REGISTER_TILE_LINES = 8  # 8 cache lines = 8 zmm accumulators (128 floats / 64 doubles)
-CACHE_SHARE = 1.0  # of the last-level cache a gathered operand panel may occupy
+# Cache lines (accumulator vectors) of a register tile; 16 with AVX-512's 32 registers (F=256 fp32: 1 pass)
+REGISTER_TILE_LINES, WIDE_TILE_LINES = 8, 16
+CACHE_SHARE = 1.0  # LLC share of the old LLC-sized panels (panels are now one register tile; tests use it)
 # Move the tile loop outermost only when the gathered operand is this many times the LLC: measured on
 # the 2-vCPU VM (32 MiB L3 shared with neighbours), an arXiv-sized SpMM with prefetching ran as fast or
 # faster untiled (F=64..256, 86-173 MiB gathered) than with 16-64 wide panels.
@@ -80,7 +82,7 @@ def decide(sched, sizes: dict[str, int]) -> tuple[Tile | None, Decision | None]:
         return None, None
     elem = 4 if sched.value_dtype == "float32" else 8
     line = LINE_BYTES // elem
-    most = REGISTER_TILE_LINES * line
+    most = register_tile_lines() * line
     n = sizes.get(v, 0)
     reg, exact = register_width(n, most, line)
     why = f"{reg} {elem}-byte accumulators ({-(-reg // line)} cache line(s))"
@@ -102,18 +104,20 @@ def _cache_tile(v, reg, most, exact, rows, n, elem, line, why, names):
     prefetch = PREFETCH and rows * n * elem > PREFETCH_L2_FACTOR * l2
     if prefetch:
         why += f"; prefetch gathered rows (they overflow {PREFETCH_L2_FACTOR}x L2)"
-    llc_level = max(cache_sizes())
-    llc = cache_sizes()[llc_level]
+    llc_level, llc = max(cache_sizes().items())
     if rows * n * elem <= OUTER_TILE_FACTOR * llc:
         return Tile(v, reg, False, prefetch, exact), Decision(
             f"tile {v} by {reg} (registers)", f"{why}; gathered {names} ({rows * n * elem / 2**20:.1f} MiB) "
             f"is under {OUTER_TILE_FACTOR}x L{llc_level} ({llc / 2**20:.0f} MiB): no cache panels")
-    budget = CACHE_SHARE * llc
-    width = _pow2_floor(max(line, min(int(budget // (rows * elem)) // line * line, most)))
-    return Tile(v, width, True, prefetch), Decision(
-        f"tile {v} by {width}, tile loop outermost",
-        f"gathered {names} is {rows * n * elem / 2**20:.1f} MiB; a {width}-wide panel "
-        f"({rows * width * elem / 2**20:.1f} MiB) fits {CACHE_SHARE:.0%} of L{llc_level} ({llc / 2**20:.0f} MiB)")
+    big = f"gathered {names} is {rows * n * elem / 2**20:.1f} MiB, over {OUTER_TILE_FACTOR}x L{llc_level}"
+    if n <= most:  # panels are one register tile wide: LLC-sized ones (F=512: 2 lines) ran at 0.3 of the probe
+        return Tile(v, reg, False, prefetch, exact), Decision(f"tile {v} by {reg} (registers)", f"{why}; {big}")
+    return Tile(v, most, True, prefetch), Decision(f"tile {v} by {most}, tile loop outermost", f"{big}; 1-tile panels")
+
+
+def register_tile_lines() -> int:
+    """Cache lines a register tile may span: half the vector registers (16 accumulators with AVX-512)."""
+    return WIDE_TILE_LINES if "avx512f" in cpu_flags() else REGISTER_TILE_LINES
 
 
 def register_width(n: int, most: int, line: int = 16) -> tuple[int, bool]:
@@ -123,7 +127,3 @@ def register_width(n: int, most: int, line: int = 16) -> tuple[int, bool]:
         return n, True
     buckets = [b * line for b in WIDTH_BUCKET_LINES if n <= b * line <= most]
     return (min(buckets) if buckets else most), False
-
-
-def _pow2_floor(x: int) -> int:
-    return 1 << (max(1, x).bit_length() - 1)

@@ -1,6 +1,6 @@
 #include "sgnn_runtime.h"
 typedef float T;
-static constexpr int64_t TILE = 128;
+static constexpr int64_t TILE = 256;
 extern "C" void sgnn_compute(int64_t N_i, int64_t N_j, int64_t N_k, const int32_t* a_t0_pos1, const int32_t* a_t0_crd1, const T* a_t0_val, const T* a_t1, T* SG_RESTRICT out, const int64_t* bounds, int64_t nparts, int32_t nthreads) {
   #pragma omp parallel num_threads(nthreads)
   {
@@ -15,10 +15,10 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_j, int64_t N_k, const int32_
             sg::tile_zero(ws0_r);
             for (int64_t p0_1 = a_t0_pos1[p0_0], p0_1_hi = a_t0_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
               const int64_t v_k = a_t0_crd1[p0_1];
-              const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((TILE) * sizeof(T), 512)), 128);  // invariant
+              const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((TILE) * sizeof(T), 1024)), 128);  // invariant
               if (p0_1 + p0_1_ahead0 < a_t0_pos1[N_i]) {
                 const char* pf = (const char*)(a_t1 + (int64_t)a_t0_crd1[p0_1 + p0_1_ahead0] * (N_j) + (t0));
-                for (int64_t q = 0; q < (int64_t)(sg::min<int64_t>((TILE) * sizeof(T), 512)); q += 64) __builtin_prefetch(pf + q, 0, 2);
+                for (int64_t q = 0; q < (int64_t)(sg::min<int64_t>((TILE) * sizeof(T), 1024)); q += 64) __builtin_prefetch(pf + q, 0, 2);
               }
               const int64_t v_j = t0;
               sg::tile_axpy(ws0_r, a_t0_val[p0_1], &a_t1[(v_k) * N_j + v_j]);
@@ -36,10 +36,10 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_j, int64_t N_k, const int32_
               sg::tile_zero(ws1_r);
               for (int64_t p0_1 = a_t0_pos1[p0_0], p0_1_hi = a_t0_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
                 const int64_t v_k = a_t0_crd1[p0_1];
-                const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((tn) * sizeof(T), 512)), 128);  // invariant
+                const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)), 128);  // invariant
                 if (p0_1 + p0_1_ahead0 < a_t0_pos1[N_i]) {
                   const char* pf = (const char*)(a_t1 + (int64_t)a_t0_crd1[p0_1 + p0_1_ahead0] * (N_j) + (t0));
-                  for (int64_t q = 0; q < (int64_t)(sg::min<int64_t>((tn) * sizeof(T), 512)); q += 64) __builtin_prefetch(pf + q, 0, 2);
+                  for (int64_t q = 0; q < (int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)); q += 64) __builtin_prefetch(pf + q, 0, 2);
                 }
                 const int64_t v_j = t0;
                 sg::tile_axpy_bounded(ws1_r, a_t0_val[p0_1], &a_t1[(v_k) * N_j + v_j], a_t1 + N_k * N_j);
@@ -60,10 +60,10 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_j, int64_t N_k, const int32_
               }
               for (int64_t p0_1 = a_t0_pos1[p0_0], p0_1_hi = a_t0_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
                 const int64_t v_k = a_t0_crd1[p0_1];
-                const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((tn) * sizeof(T), 512)), 128);  // invariant
+                const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)), 128);  // invariant
                 if (p0_1 + p0_1_ahead0 < a_t0_pos1[N_i]) {
                   const char* pf = (const char*)(a_t1 + (int64_t)a_t0_crd1[p0_1 + p0_1_ahead0] * (N_j) + (t0));
-                  for (int64_t q = 0; q < (int64_t)(sg::min<int64_t>((tn) * sizeof(T), 512)); q += 64) __builtin_prefetch(pf + q, 0, 2);
+                  for (int64_t q = 0; q < (int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)); q += 64) __builtin_prefetch(pf + q, 0, 2);
                 }
                 const T h3 = a_t0_val[p0_1];
                 #pragma omp simd

@@ -1,6 +1,6 @@
 #include "sgnn_runtime.h"
 typedef float T;
-static constexpr int64_t TILE = 128;
+static constexpr int64_t TILE = 256;
 extern "C" void sgnn_compute(int64_t N_i, int64_t N_j, int64_t N_k, const int32_t* a_t0_pos1, const int32_t* a_t0_crd1, const T* a_t0_val, const T* a_t1, T* SG_RESTRICT out, const int64_t* bounds, int64_t nparts, int32_t nthreads) {
   #pragma omp parallel num_threads(nthreads)
   {
