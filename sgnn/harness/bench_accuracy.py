@@ -50,7 +50,7 @@ def bench_case(c, graph, seeds: int, max_diff: float) -> dict:
         acc = [r[fw][0] for r in runs]
         row[f"{fw}_mean"] = statistics.fmean(acc)
         row[f"{fw}_std"] = statistics.stdev(acc) if seeds > 1 else 0.0
-        row[f"{fw}_seconds"] = round(sum(r[fw][1] for r in runs), 1)
+        row[f"{fw}_seconds"] = round(sum(r[fw][1] for r in runs), 3)
     row["diff_points"] = 100 * (row["sgnn_mean"] - row["pyg_mean"])
     row["within_target"] = abs(row["diff_points"]) <= max_diff
     return row
