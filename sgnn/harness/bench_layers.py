@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import math
 import statistics
 import time
@@ -46,7 +45,7 @@ from .machine import Quiet, log, machine_info
 from .memory import PeakRss, fits, release_memory, rss_bytes
 from .models import FRAMEWORKS, PygNet, build_pyg
 from .report import versions, write_results
-from .timing import Timing, adaptive_repetitions
+from .timing import Timing, adaptive_repetitions, call_times
 
 BASES = ("pyg", "pyg-cached", "pyg-csr", "pytorch", "dgl", "sgnn")
 # why a peer cannot run bfloat16: a piece of its error message -> the reason the table prints
@@ -168,23 +167,6 @@ def prepare(fw: str, net, data, ref, b, notes: dict,
         release_memory()
 
 
-def _calls(call, reps: int, warmup: int) -> list[float]:
-    """``warmup`` untimed calls, then ``reps`` calls timed one by one (gc paused); the times in ms."""
-    for _ in range(warmup):
-        call()
-    times = []
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        gc.enable()
-    return times
-
-
 def _round(entries: list[dict], first: bool, where: str) -> dict:
     """One round: each live entry's share of calls, with its peak ΔRSS; {fw: (times, warmup, mem)}."""
     import sgnn
@@ -196,7 +178,7 @@ def _round(entries: list[dict], first: bool, where: str) -> dict:
         checked = sgnn.config(assert_cached=True) if e["fw"].startswith("sgnn") else contextlib.nullcontext()
         try:
             with checked, PeakRss() as mem:
-                times = _calls(e["call"], e["per_round"], warm)
+                times = call_times(e["call"], e["per_round"], warm)
             got[e["fw"]] = (times, warm, mem)
         except Exception as ex:                         # this framework stops; the others go on
             _failed(e["row"], ex, e["fw"], where)

@@ -84,6 +84,12 @@ def time_calls(fn: Callable[[], object], repetitions: int, warmup: int = 0,
     """``warmup`` untimed calls, then ``repetitions`` calls timed one by one (gc paused)."""
     if repetitions < 1:
         raise ValueError(f"time_calls: expected repetitions >= 1 (got {repetitions})")
+    return Timing.of(call_times(fn, repetitions, warmup, advance), warmup)
+
+
+def call_times(fn: Callable[[], object], repetitions: int, warmup: int = 0,
+               advance: Callable[[], None] = lambda: None) -> list[float]:
+    """The per-call times (ms) of ``time_calls``: ``advance()`` runs after each timed call."""
     for _ in range(warmup):
         fn()
     times = []
@@ -97,7 +103,7 @@ def time_calls(fn: Callable[[], object], repetitions: int, warmup: int = 0,
             advance()
     finally:
         gc.enable()
-    return Timing.of(times, warmup)
+    return times
 
 
 def adaptive_repetitions(fn: Callable[[], object], repetitions: int, minimum: int,
