@@ -15,7 +15,7 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_j, int64_t N_k, const int32_
             sg::tile_zero(ws0_r);
             for (int64_t p0_1 = a_t0_pos1[p0_0], p0_1_hi = a_t0_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
               const int64_t v_k = a_t0_crd1[p0_1];
-              const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((TILE) * sizeof(T), 1024)), 128);  // invariant
+              const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((TILE) * sizeof(T), 1024)), 256);  // invariant
               if (p0_1 + p0_1_ahead0 < a_t0_pos1[N_i]) {
                 const char* pf = (const char*)(a_t1 + (int64_t)a_t0_crd1[p0_1 + p0_1_ahead0] * (N_j) + (t0));
                 for (int64_t q = 0; q < (int64_t)(sg::min<int64_t>((TILE) * sizeof(T), 1024)); q += 64) __builtin_prefetch(pf + q, 0, 2);
@@ -36,7 +36,7 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_j, int64_t N_k, const int32_
               sg::tile_zero(ws1_r);
               for (int64_t p0_1 = a_t0_pos1[p0_0], p0_1_hi = a_t0_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
                 const int64_t v_k = a_t0_crd1[p0_1];
-                const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)), 128);  // invariant
+                const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)), 256);  // invariant
                 if (p0_1 + p0_1_ahead0 < a_t0_pos1[N_i]) {
                   const char* pf = (const char*)(a_t1 + (int64_t)a_t0_crd1[p0_1 + p0_1_ahead0] * (N_j) + (t0));
                   for (int64_t q = 0; q < (int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)); q += 64) __builtin_prefetch(pf + q, 0, 2);
@@ -60,7 +60,7 @@ extern "C" void sgnn_compute(int64_t N_i, int64_t N_j, int64_t N_k, const int32_
               }
               for (int64_t p0_1 = a_t0_pos1[p0_0], p0_1_hi = a_t0_pos1[p0_0 + 1]; p0_1 < p0_1_hi; p0_1++) {
                 const int64_t v_k = a_t0_crd1[p0_1];
-                const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)), 128);  // invariant
+                const int64_t p0_1_ahead0 = sg::prefetch_ahead((int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)), 256);  // invariant
                 if (p0_1 + p0_1_ahead0 < a_t0_pos1[N_i]) {
                   const char* pf = (const char*)(a_t1 + (int64_t)a_t0_crd1[p0_1 + p0_1_ahead0] * (N_j) + (t0));
                   for (int64_t q = 0; q < (int64_t)(sg::min<int64_t>((tn) * sizeof(T), 1024)); q += 64) __builtin_prefetch(pf + q, 0, 2);
