@@ -21,7 +21,7 @@ from .loopir import (Array, Assign, Bin, Bump, Call, Cmp, Decl, For, Function, L
 from .lower_reduce import ReduceRules, softmax_groups
 from .lower_scalar import ONE_I, ZERO_I, ScalarRules, ivar, product_of, vname
 
-PREFETCH_LINES = 256  # cache lines of gathered rows in flight (into L2); the gather probe peaks at 32-128 rows ahead
+PREFETCH_LINES = 256  # cache lines of gathered rows in flight (into L2; the gather probe: best 32-128 rows)
 BOUNDS = Array("bounds", "bounds")
 
 
