@@ -56,7 +56,7 @@ def test_gat_edge_attr_one_dimensional_one_head():
                          ids=opt_id)
 @pytest.mark.parametrize("in_channels", [(8, 6), 8], ids=["lin_src_dst", "shared_lin"])
 def test_gat_edge_attr_heads_averaged(in_channels, opts):
-    """concat=False with edge features: the head mean cannot enclose the loops over the edge logits'
+    """concat=False with edge features: the planner peels the head mean off the edge logits'
     [i, j, h] storage (it used to raise NotSupported in eval()); it is averaged after the kernel."""
     f_dst = in_channels[1] if isinstance(in_channels, tuple) else in_channels
     x = (features(30, 8, seed=1), features(30, f_dst, seed=2)) if isinstance(in_channels, tuple) else features(30, 8)

@@ -144,7 +144,7 @@ def unwrap(e, graph: set) -> tuple:
     if isinstance(e, BinOp) and e.op == "*" and isinstance(e.a, Const):
         return unwrap(e.b, graph)[0], True
     a = graph_access(e, graph)
-    if isinstance(e, Reduce) and e.op == "sum" and a is not None and not set(e.idx) & set(a.idx):
+    if isinstance(e, Reduce) and e.op == "sum" and a is not None and not set(e.idx) & set(a.idx[:2]):
         return unwrap(e.body, graph)[0], True
     return e, False
 

@@ -122,24 +122,9 @@ class GATConv(Conv):
             ops["b"] = self.bias.detach().view(H, C) if self.concat else self.bias.detach()
         if self.aggr == "mean":
             ops["r"] = norm.inv_count(g, w.dtype)
-        if not self.concat and edge_attr is not None:  # the head mean cannot enclose the loop over ae's
-            return self._head_mean(g, ops, H, C)         # [i, j, h] storage: average after the kernel
         stmt = statement(H, self.concat, x_dst is not None, edge_attr is not None, "Wres" in ops, "b" in ops,
                          "r" in ops, self.negative_slope, self.act)
         return layerplan.run(stmt, ops, g).view(-1, H * C if self.concat else C)
-
-    def _head_mean(self, g, ops: dict, H: int, C: int) -> torch.Tensor:
-        """``concat=False`` with edge logits: per-head attention planned, heads averaged, then the
-        residual, bias and activation (an ``[N, H, C]`` intermediate instead of a nest the loops
-        over ``ae`` cannot order)."""
-        wres, b = ops.pop("Wres", None), ops.pop("b", None)
-        stmt = statement(H, True, "Xd" in ops, True, False, False, "r" in ops, self.negative_slope, None)
-        out = layerplan.run(stmt, ops, g).view(-1, H, C).mean(dim=1)
-        if wres is not None:
-            out = out.addmm_(ops["Xd"], wres.t())
-        if b is not None:
-            out = out.add_(b)
-        return out if self.act is None else self.act.inplace(out)
 
     def __repr__(self) -> str:
         act = "" if self.act is None else f", act={self.act}"
