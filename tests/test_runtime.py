@@ -53,3 +53,27 @@ def test_kernel_call_uses_the_same_list():
     (kernel,) = plan.kernels.values()
     assert kernel.params is plan.params
     assert list(kernel.fns["compute"].argtypes) == abi.argtypes(plan.params)
+
+
+def test_out_receives_the_dense_result():
+    """``evaluate(out=)`` writes the same result into the given tensor (row blocks share one buffer);
+    a wrong shape, dtype, layout, an alias of an operand or a sparse result is refused by name."""
+    from sgnn.engine.operands import result_spec
+    from sgnn.engine.runtime import evaluate
+    from sgnn.errors import UserError
+    import pytest
+    S = make_sparse(random_coo(4, 12, 9, "powerlaw"), "csr", f32, i32).operand
+    x = dense_rand(1, 9, 5, dtype=f32)
+    spmm = sgnn.compute((i, k), sgnn.sum_(j, A[i, j] * X[j, k]))
+    fresh = evaluate(spmm, {"A": S, "X": x})
+    assert result_spec(spmm, {"A": S, "X": x}) == ((12, 5), f32)
+    buf = torch.full((12, 5), float("nan"))
+    assert evaluate(spmm, {"A": S, "X": x}, out=buf) is buf and torch.equal(buf, fresh)
+    store = torch.randn(100)
+    xs = store[:45].view(9, 5)  # an out overlapping an operand's memory
+    for bad, what, xx in [(torch.empty(12, 4), "shape", x), (torch.empty(12, 5, dtype=torch.float64), "dtype", x),
+                          (torch.empty(5, 12).t(), "contiguous", x), (store[30:90].view(12, 5), "memory", xs)]:
+        with pytest.raises(UserError, match=what):
+            evaluate(spmm, {"A": S, "X": xx}, out=bad)
+    with pytest.raises(UserError, match="dense result"):
+        evaluate(sgnn.compute((i, j), A[i, j] + B[i, j]), {"A": S, "B": S}, out=torch.empty(12, 9))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import memory, operands, precision as prec
-from .operands import SPARSE_FEATURE_DENSITY, dense_features, sparse_features
+from .operands import SPARSE_FEATURE_DENSITY, dense_features, result_spec, row_slice, sparse_features
 from .caches import LRU
 from .explain import active, note, record, record_layer
 from .expr import (Access, BinOp, Call, Const, Expr, Reduce, Softmax, Statement, accesses, children, compute,
@@ -206,21 +206,26 @@ class LayerPlan:
         if self.shape == "gemm":
             return self._gemm(ops, env, graph, n_dst)
         ranges = graph.row_ranges(n_dst)  # partitioned: rows reading no halo row first, while it is in flight
-        parts = None if ranges is None else [self._kernel(self._rows(env, *r)) for r in ranges]
-        out = self._kernel(env) if parts is None else parts[0] if len(parts) == 1 else \
-            torch.cat(parts, out=memory.empty((n_dst, *parts[0].shape[1:]), parts[0].dtype))  # one copy
+        if ranges is None:
+            out = self._kernel(env)
+        else:  # each range's kernel writes its rows of one output (ranges: lazy, see Graph.row_ranges)
+            out = memory.empty(*result_spec(self.kernel, {n: env[n] for n in self.kernel.inputs}, self.key, self._out_dtype()))
+            for r0, r1 in ranges:
+                self._kernel(self._rows(env, r0, r1), out[r0:r1])
         if self.shape == "torch":
             env["_core"] = out
             out, idx = torch_eval(self.post, env)
             out = out.permute([idx.index(v) for v in self.stmt.idx]).contiguous()
         return out if self.shape == "kernel" or self.act is None else act_(self.act, out)
 
-    def _kernel(self, env: dict):
-        env = {n: env[n] for n in self.kernel.inputs}
-        out_dtype = torch.float32 if self.narrow or (self.upcast and self.shape == "gemm") else None  # mixed
+    def _out_dtype(self):
+        return torch.float32 if self.narrow or (self.upcast and self.shape == "gemm") else None  # mixed
+
+    def _kernel(self, env: dict, out=None):
+        env, out_dtype = {n: env[n] for n in self.kernel.inputs}, self._out_dtype()
         if active():
             record(self.kernel, env, self.key, out_dtype)
-        return evaluate(self.kernel, env, memo_key=self.key, out_dtype=out_dtype)
+        return evaluate(self.kernel, env, memo_key=self.key, out_dtype=out_dtype, out=out)
 
     def _gemm(self, ops: dict, env: dict, graph, n: int):
         """``act(agg W^T + b + Σ X' W'^T)``, ``agg`` by the kernel, one row block at a time."""
@@ -238,11 +243,13 @@ class LayerPlan:
             fits = isinstance(x, torch.Tensor) and x.layout == torch.strided and x.dtype == dtype
             (inplace if fits and sparse_features(x) is None else after).append((x, ops[t.w].detach()))
         out = graph.source_rows((n, w.shape[0]), dtype)  # partitioned: room for the halo of the next layer's input
-        step = self.step or max(n, 1)
+        step, buf = self.step or max(n, 1), None
         for lo, hi in graph.row_ranges(n) or ((0, n),):
             for r0 in range(lo, hi, step):
-                r1 = min(hi, r0 + step)
-                agg = self._kernel(env if (r0, r1) == (0, n) else self._rows(env, r0, r1))
+                r1 = min(hi, r0 + step)  # one block buffer for all blocks: no fresh pages per block
+                agg = self._kernel(env if (r0, r1) == (0, n) else self._rows(env, r0, r1),
+                                   None if buf is None or r1 - r0 > buf.shape[0] else buf[:r1 - r0])
+                buf = agg if buf is None or agg.shape[0] > buf.shape[0] else buf
                 prec.gemm_into(out[r0:r1], agg, w, b, [(x[r0:r1], wx) for x, wx in inplace], self.upcast)
         for x, wx in after:
             out = out + product(x, wx, cast=up)
@@ -257,15 +264,6 @@ class LayerPlan:
             elif a.idx[0] == self.tgt:
                 part[a.name] = env[a.name][r0:r1]
         return part
-
-
-def row_slice(a: SparseTensor, r0: int, r1: int) -> SparseTensor:
-    """Rows ``[r0, r1)`` of a CSR (or non-unique CSR) matrix, sharing its coordinates and values."""
-    pos = a.pos[1]
-    p0, p1 = int(pos[r0]), int(pos[r1])
-    vals = None if a.values is None else a.values[p0:p1]
-    return SparseTensor((r1 - r0, a.shape[1]), a.format, [None, pos[r0:r1 + 1] - p0], [None, a.crd[1][p0:p1]],
-                        vals, check=False)
 
 
 # ---------------------------------------------------------------- execution helpers

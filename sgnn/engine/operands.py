@@ -27,6 +27,7 @@ import weakref
 
 import torch
 
+from ..errors import UserError
 from .formats import Format
 from .tensor import SparseTensor
 
@@ -199,6 +200,38 @@ def dense_features(x, dtype: torch.dtype) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- one pattern, new values per call
+def row_slice(a: SparseTensor, r0: int, r1: int) -> SparseTensor:
+    """Rows ``[r0, r1)`` of a CSR (or non-unique CSR) matrix, sharing its coordinates and values."""
+    pos = a.pos[1]
+    p0, p1 = int(pos[r0]), int(pos[r1])
+    vals = None if a.values is None else a.values[p0:p1]
+    return SparseTensor((r1 - r0, a.shape[1]), a.format, [None, pos[r0:r1 + 1] - p0], [None, a.crd[1][p0:p1]],
+                        vals, check=False)
+
+
+def check_out(out, shape: tuple, dtype: torch.dtype, operands) -> torch.Tensor:
+    """``out`` if a kernel may write a ``shape`` ``dtype`` result into it: a plain contiguous CPU
+    tensor of that shape and dtype sharing no memory with a dense operand; else a UserError."""
+    if type(out) is not torch.Tensor or not out.is_cpu or out.layout != torch.strided or not out.is_contiguous():
+        raise UserError("out: expected a contiguous CPU torch.Tensor")
+    if tuple(out.shape) != shape or out.dtype != dtype:
+        raise UserError(f"out: expected shape {list(shape)} and dtype {dtype} (got {list(out.shape)}, {out.dtype})")
+    lo, hi = out.data_ptr(), out.data_ptr() + out.numel() * out.element_size()
+    for t in operands:
+        if isinstance(t, torch.Tensor) and t.numel() and hi > lo:
+            a = t.data_ptr()
+            if a < hi and lo < a + t.numel() * t.element_size():
+                raise UserError("out: shares memory with an operand (the kernel reads while it writes)")
+    return out
+
+
+def result_spec(stmt, ops: dict, memo_key=None, out_dtype=None) -> tuple[tuple, torch.dtype]:
+    """(shape, dtype) of ``runtime.evaluate``'s dense result on these operands, without running it."""
+    from .runtime import as_operand, plan_for
+    p = plan_for(stmt, ops := {n: as_operand(t, n) for n, t in ops.items()}, memo_key, out_dtype)
+    return tuple(p.sizes(ops)[v] for v in stmt.idx), p.out_dtype
+
+
 def revalued(base: SparseTensor, values: torch.Tensor) -> SparseTensor:
     """``base.with_values(values)`` sharing what ``base``'s pattern alone determines: the row
     partitions the runtime caches, and the transposed twin a derived ``Aᵀ·G`` reads, rebuilt by one

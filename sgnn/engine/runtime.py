@@ -25,6 +25,7 @@ from .expr import Statement
 from .loopir import show
 from .lower import lower
 from .native import plain, pointer, real_mode
+from .operands import check_out
 from .schedule import Decision, OperandInfo, Schedule, make_schedule
 from .tensor import SparseTensor
 from .tiling import Tile, decide
@@ -184,14 +185,15 @@ class Plan:
         tile, why = decide(s, sizes)
         return by_slot, sizes, tile, why
 
-    def __call__(self, ops: dict):
-        """Run on operands from ``as_operand`` (which vets dense tensors: plain, CPU, contiguous)."""
+    def __call__(self, ops: dict, out: torch.Tensor | None = None):
+        """Run on operands from ``as_operand`` (which vets dense tensors: plain, CPU, contiguous);
+        ``out``: where a dense result goes (``operands.check_out``), else a fresh tensor."""
         if _dispatch_modes():
             real_mode("sgnn kernel call")
         seeds = [_seed(ops[n], n) for n in self.seeds]
         if self.needs_conversion:
             by_slot, sizes, tile, why = self.prepare(ops)
-            return self.run(self.kernel(tile, why), by_slot, sizes, seeds)
+            return self.run(self.kernel(tile, why), by_slot, sizes, seeds, out)
         by_slot = {key: ops[name] for key, name in self.slot_names}
         for key in self.count_keys:
             by_slot[key] = by_slot[key].with_counts(self.value_dtype)
@@ -200,9 +202,9 @@ class Plan:
         k = self.by_sizes.recent.get(skey) or self.by_sizes.get(skey)
         if k is None:
             k = self.by_sizes.put(skey, self.kernel(*decide(self.sched, sizes)))
-        return self.run(k, by_slot, sizes, seeds)
+        return self.run(k, by_slot, sizes, seeds, out)
 
-    def run(self, k: Kernel, by_slot: dict, sizes: dict, seeds=()):
+    def run(self, k: Kernel, by_slot: dict, sizes: dict, seeds=(), out=None):
         s = self.sched
         args = [sizes[v] for v in self.vars] + list(seeds)
         vdt, ddt = self.out_dtype, self.dense_dtype
@@ -222,7 +224,7 @@ class Plan:
             inner *= sizes[v]
         bounds, tail, _ = self.launch(by_slot, sizes, inner, torch.get_num_threads())  # keeps bounds alive
         if s.output == "dense":
-            out = memory.empty(out_shape, vdt)
+            out = memory.empty(out_shape, vdt) if out is None else check_out(out, out_shape, vdt, by_slot.values())
             k.fns["compute"](*args, out.data_ptr() or _out(out), *tail)
             return out
         driver = by_slot[s.slots[s.driver].key]
@@ -379,14 +381,18 @@ def plan_for(stmt: Statement, ops: dict, memo_key=None, out_dtype=None) -> Plan:
     return p
 
 
-def evaluate(stmt: Statement, ops: dict, memo_key=None, out_dtype=None):
+def evaluate(stmt: Statement, ops: dict, memo_key=None, out_dtype=None, out=None):
     """Compile (once) and run ``stmt`` on the named operands. ``out_dtype=torch.float32``: a mixed
-    kernel, operands float32 or one narrow dtype, result float32 (``validate.mixed_dtypes``)."""
+    kernel, operands float32 or one narrow dtype, result float32 (``validate.mixed_dtypes``).
+    ``out``: a dense result is written into this tensor (``operands.check_out``) and returned."""
     ops = {n: as_operand(t, n) for n, t in ops.items()}
     missing = [n for n in stmt.inputs if n not in ops]
     if missing:
         raise UserError(f"no tensor bound to {missing} (the expression reads {list(stmt.inputs)})")
-    return plan_for(stmt, ops, memo_key, out_dtype)(ops)
+    p = plan_for(stmt, ops, memo_key, out_dtype)
+    if out is not None and p.sched.output != "dense":
+        raise UserError(f"out: only a dense result can be written into a given tensor (not {p.sched.output})")
+    return p(ops, out)
 
 
 __all__ = ["Plan", "Kernel", "evaluate", "plan_for", "balanced_bounds"]
