@@ -21,6 +21,10 @@ instead of the AVX-512 BF16 / F16C instructions; part of the kernel source, so o
 ``SGNN_PRECISION`` (``config(precision=...)``): ``"bf16"`` runs a float32 model's inference in the
 mixed mode (sparse aggregation on bfloat16 copies of the features, float32 outputs and parameters;
 one layer-planner decision, ``sgnn.explain`` shows it); ``"fp32"`` / unset: off.
+``SGNN_SPILL_DIR`` (``config(spill_dir=...)``, default unset: off): buffers of at least
+``SGNN_SPILL_MIN_BYTES`` (``config(spill_min_bytes=...)``, default 256 MiB) are file-backed shared
+mappings of unlinked files in that directory, so the OS can write them back and evict them when RAM
+is short (graphs whose activations do not fit in memory; see ``engine/memory.py``).
 """
 from __future__ import annotations
 
@@ -46,6 +50,9 @@ def _env_seconds(name: str, default: float) -> float:
     return v if v > 0 else default
 
 
+SPILL_MIN_BYTES = 256 << 20
+
+
 @dataclass(frozen=True)
 class Settings:
     debug: int
@@ -57,6 +64,8 @@ class Settings:
     compile_timeout: float = 300.0
     portable_math: bool = False
     precision: str | None = None  # "bf16": the mixed mode for float32 models; None: off
+    spill_dir: Path | None = None  # large buffers as mappings of unlinked files here; None: off
+    spill_min_bytes: int = SPILL_MIN_BYTES
 
 
 # accepted spellings of ``precision`` -> the canonical one (None: off)
@@ -87,7 +96,40 @@ def _from_env() -> Settings:
         compile_timeout=_env_seconds("SGNN_COMPILE_TIMEOUT", 300.0),
         portable_math=os.environ.get("SGNN_NO_BF16_ISA", "0") == "1",
         precision=os.environ.get("SGNN_PRECISION") or None,  # checked where it is read (precision_of)
+        # both checked where they are read (spill)
+        spill_dir=Path(os.environ["SGNN_SPILL_DIR"]).expanduser() if os.environ.get("SGNN_SPILL_DIR") else None,
+        spill_min_bytes=_env_int("SGNN_SPILL_MIN_BYTES", SPILL_MIN_BYTES),
     )
+
+
+def spill_dir_of(value, where: str = "spill_dir") -> Path | None:
+    """``value`` as a writable directory (None / empty: off), or a UserError naming it."""
+    if value is None or value == "":
+        return None
+    path = Path(value).expanduser()
+    why = ("does not exist" if not path.exists() else "is not a directory" if not path.is_dir()
+           else None if os.access(path, os.W_OK | os.X_OK) else "is not writable")
+    if why:
+        from .errors import UserError
+        raise UserError(f"{where}: the spill directory {str(path)!r} {why}; pass an existing writable "
+                        f"directory on a disk with room for the activations, or None to turn spilling off")
+    return path
+
+
+def spill_min_bytes_of(value, where: str = "spill_min_bytes") -> int:
+    """``value`` as a positive byte count (None / empty: 256 MiB), or a UserError."""
+    if value is None or value == "":
+        return SPILL_MIN_BYTES
+    n = value
+    if isinstance(value, str):
+        try:
+            n = int(value)
+        except ValueError:
+            n = None
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        from .errors import UserError
+        raise UserError(f"{where}: expected a positive number of bytes (got {value!r})")
+    return n
 
 
 _stack: list[Settings] = []
@@ -103,6 +145,19 @@ def precision() -> str | None:
     return _stack[-1].precision if _stack else os.environ.get("SGNN_PRECISION") or None
 
 
+def spill() -> tuple[Path | None, int]:
+    """``(spill_dir, spill_min_bytes)`` in force, checked, without building the other settings (read
+    for every buffer of 4 MiB or more; the directory may have gone since ``config`` checked it)."""
+    if _stack:
+        s = _stack[-1]
+        return (spill_dir_of(s.spill_dir), s.spill_min_bytes) if s.spill_dir is not None else (None, 0)
+    d = os.environ.get("SGNN_SPILL_DIR")
+    if not d:
+        return None, 0
+    return (spill_dir_of(d, "SGNN_SPILL_DIR"),
+            spill_min_bytes_of(os.environ.get("SGNN_SPILL_MIN_BYTES"), "SGNN_SPILL_MIN_BYTES"))
+
+
 @contextlib.contextmanager
 def config(**overrides):
     """Override settings for a block: ``with sgnn.config(debug=4, cxx="clang++"): ...``."""
@@ -115,6 +170,10 @@ def config(**overrides):
         overrides["precision"] = precision_of(overrides["precision"])
     if "cache_dir" in overrides:
         overrides["cache_dir"] = Path(overrides["cache_dir"]).expanduser()
+    if "spill_dir" in overrides:
+        overrides["spill_dir"] = spill_dir_of(overrides["spill_dir"])
+    if "spill_min_bytes" in overrides:
+        overrides["spill_min_bytes"] = spill_min_bytes_of(overrides["spill_min_bytes"])
     _stack.append(replace(settings(), **overrides))
     try:
         yield _stack[-1]

@@ -14,6 +14,13 @@ advised to (``/sys/kernel/mm/transparent_hugepage/enabled`` = ``madvise`` or ``a
   checks every buffer of 64 MiB or more, so a graph too big for the machine fails with a clear
   message instead of being killed by the kernel mid-layer.
 
+* Spill mode (``config(spill_dir=...)``): a buffer of at least ``spill_min_bytes`` is instead a
+  shared mapping of a fresh file in that directory, unlinked at once (nothing is left on disk, even
+  if the process is killed; the space is freed with the tensor). The OS writes its pages back and
+  evicts them under memory pressure, so RAM bounds what is resident, not what is allocated. Its
+  blocks are reserved up front (``posix_fallocate``: a full disk is an ``OutOfMemory`` now, not a
+  SIGBUS at write-back) and it is checked against the disk's free space instead of the memory left.
+
 A hint only: any failure (no libc, THP off, memory from the malloc heap) leaves the memory as it
 was. ``SGNN_HUGEPAGES=0`` turns it off. (Collapsing an already-touched operand onto huge pages with
 MADV_COLLAPSE was measured too: 2-5% faster gathers at arXiv size for a copy costing 13-180 ms,
@@ -25,9 +32,12 @@ import ctypes
 import ctypes.util
 import os
 import resource
+import shutil
+import tempfile
 
 import torch
 
+from ..config import spill as spill_settings
 from ..errors import OutOfMemory
 
 MIN_BYTES = 4 << 20          # below this, a tensor likely lives in the malloc heap: leave it
@@ -111,16 +121,48 @@ def check_fits(nbytes: int, what: str) -> None:
                           f"fewer or narrower layers, or partition the graph (sgnn.distributed)")
 
 
+def _spilled(dims: tuple, dtype: torch.dtype, nbytes: int, where, what: str) -> torch.Tensor:
+    free = shutil.disk_usage(where).free
+    if nbytes > free:
+        raise OutOfMemory(f"{what} needs {nbytes} bytes ({nbytes / 2**30:.2f} GiB) of disk in the spill "
+                          f"directory {str(where)!r}, but its filesystem has only {free} bytes "
+                          f"({free / 2**30:.2f} GiB) free; free disk space or choose another spill_dir")
+    fd, path = tempfile.mkstemp(prefix="sgnn-spill-", dir=where)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as err:
+            raise OutOfMemory(f"{what}: reserving {nbytes} bytes in the spill directory {str(where)!r} "
+                              f"failed ({err.strerror})") from None
+        t = torch.from_file(path, shared=True, size=nbytes // dtype.itemsize, dtype=dtype)
+    finally:
+        os.unlink(path)
+        os.close(fd)
+    return t.view(dims)
+
+
+def is_spilled(t: torch.Tensor) -> bool:
+    """Whether ``t``'s memory is a spill file's mapping (``empty`` in spill mode)."""
+    name = t.untyped_storage().filename
+    return name is not None and os.path.basename(name).startswith("sgnn-spill-")
+
+
 def empty(shape, dtype: torch.dtype) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype)``, on huge pages when it is large; checked against the
-    memory left when it is 64 MiB or more."""
+    memory left when it is 64 MiB or more; a spill file's mapping in spill mode (module docstring)."""
     dims = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
     n = 1
     for s in dims:
         n *= s
-    if n * dtype.itemsize >= CHECK_BYTES:
-        check_fits(n * dtype.itemsize, f"a {'x'.join(map(str, dims))} {str(dtype)[6:]} buffer")
+    nbytes = n * dtype.itemsize
+    what = f"a {'x'.join(map(str, dims))} {str(dtype)[6:]} buffer"
+    if nbytes >= MIN_BYTES:
+        where, least = spill_settings()
+        if where is not None and nbytes >= least:
+            return _spilled(dims, dtype, nbytes, where, what)
+    if nbytes >= CHECK_BYTES:
+        check_fits(nbytes, what)
     t = torch.empty(shape, dtype=dtype)
-    if _madvise is not None and t.numel() * t.element_size() >= MIN_BYTES:
+    if _madvise is not None and nbytes >= MIN_BYTES:
         advise(t)
     return t
