@@ -59,6 +59,19 @@ def _load_madvise():
 
 
 _madvise = _load_madvise()
+TRIM_BYTES = 256 << 20  # before a buffer this large, free memory the malloc heap keeps is returned
+
+
+def _load_trim():
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
+
+_trim = _load_trim()  # glibc's malloc_trim (about 1 ms): freed block-sized chunks otherwise stay resident
 
 
 def _aligned(t: torch.Tensor) -> tuple[int, int] | None:
@@ -161,6 +174,8 @@ def empty(shape, dtype: torch.dtype) -> torch.Tensor:
         if where is not None and nbytes >= least:
             return _spilled(dims, dtype, nbytes, where, what)
     if nbytes >= CHECK_BYTES:
+        if nbytes >= TRIM_BYTES and _trim is not None:
+            _trim(0)
         check_fits(nbytes, what)
     t = torch.empty(shape, dtype=dtype)
     if _madvise is not None and nbytes >= MIN_BYTES:
