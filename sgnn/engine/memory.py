@@ -131,7 +131,8 @@ def check_fits(nbytes: int, what: str) -> None:
     if free is not None and nbytes > free:
         raise OutOfMemory(f"{what} needs {nbytes / 2**30:.2f} GiB but only {max(free, 0) / 2**30:.2f} GiB "
                           f"is available (MemAvailable, RLIMIT_AS and the cgroup limit); free memory, use "
-                          f"fewer or narrower layers, or partition the graph (sgnn.distributed)")
+                          f"fewer or narrower layers, spill activations to disk (sgnn.config(spill_dir=...)) or "
+                          f"partition the graph (sgnn.distributed)")
 
 
 def _spilled(dims: tuple, dtype: torch.dtype, nbytes: int, where, what: str) -> torch.Tensor:
