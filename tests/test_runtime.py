@@ -58,8 +58,7 @@ def test_kernel_call_uses_the_same_list():
 def test_out_receives_the_dense_result():
     """``evaluate(out=)`` writes the same result into the given tensor (row blocks share one buffer);
     a wrong shape, dtype, layout, an alias of an operand or a sparse result is refused by name."""
-    from sgnn.engine.operands import result_spec
-    from sgnn.engine.runtime import evaluate
+    from sgnn.engine.runtime import evaluate, result_spec
     from sgnn.errors import UserError
     import pytest
     S = make_sparse(random_coo(4, 12, 9, "powerlaw"), "csr", f32, i32).operand

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 import torch
 
 from . import memory, operands, precision as prec
-from .operands import SPARSE_FEATURE_DENSITY, dense_features, result_spec, row_slice, sparse_features
+from .operands import SPARSE_FEATURE_DENSITY, dense_features, row_slice, sparse_features
 from .caches import LRU
 from .explain import active, note, record, record_layer
 from .expr import (Access, BinOp, Call, Const, Expr, Reduce, Softmax, Statement, accesses, children, compute,
                    indices, sum_, tensors)
-from .runtime import evaluate
+from .runtime import evaluate, result_spec
 from .schedule import Decision
 from .tensor import SparseTensor
 from ..config import precision

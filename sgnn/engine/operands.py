@@ -225,13 +225,6 @@ def check_out(out, shape: tuple, dtype: torch.dtype, operands) -> torch.Tensor:
     return out
 
 
-def result_spec(stmt, ops: dict, memo_key=None, out_dtype=None) -> tuple[tuple, torch.dtype]:
-    """(shape, dtype) of ``runtime.evaluate``'s dense result on these operands, without running it."""
-    from .runtime import as_operand, plan_for
-    p = plan_for(stmt, ops := {n: as_operand(t, n) for n, t in ops.items()}, memo_key, out_dtype)
-    return tuple(p.sizes(ops)[v] for v in stmt.idx), p.out_dtype
-
-
 def revalued(base: SparseTensor, values: torch.Tensor) -> SparseTensor:
     """``base.with_values(values)`` sharing what ``base``'s pattern alone determines: the row
     partitions the runtime caches, and the transposed twin a derived ``Aᵀ·G`` reads, rebuilt by one

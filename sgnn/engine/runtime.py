@@ -381,6 +381,12 @@ def plan_for(stmt: Statement, ops: dict, memo_key=None, out_dtype=None) -> Plan:
     return p
 
 
+def result_spec(stmt: Statement, ops: dict, memo_key=None, out_dtype=None) -> tuple[tuple, torch.dtype]:
+    """(shape, dtype) of ``evaluate``'s dense result on these operands, without running it."""
+    p = plan_for(stmt, ops := {n: as_operand(t, n) for n, t in ops.items()}, memo_key, out_dtype)
+    return tuple(p.sizes(ops)[v] for v in stmt.idx), p.out_dtype
+
+
 def evaluate(stmt: Statement, ops: dict, memo_key=None, out_dtype=None, out=None):
     """Compile (once) and run ``stmt`` on the named operands. ``out_dtype=torch.float32``: a mixed
     kernel, operands float32 or one narrow dtype, result float32 (``validate.mixed_dtypes``).
@@ -395,4 +401,4 @@ def evaluate(stmt: Statement, ops: dict, memo_key=None, out_dtype=None, out=None
     return p(ops, out)
 
 
-__all__ = ["Plan", "Kernel", "evaluate", "plan_for", "balanced_bounds"]
+__all__ = ["Plan", "Kernel", "evaluate", "result_spec", "plan_for", "balanced_bounds"]
