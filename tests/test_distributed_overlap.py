@@ -66,7 +66,7 @@ def _overlap_matches(rank, world):
         ranges, orig = [], dg._row_ranges
         dg._row_ranges = lambda n: None if (r := orig(n)) is None else _recorded(r, ranges)
         dg.exchange_async = _late(dg)
-        out[name] = {"interior": dg.num_interior, "local": dg.num_local}
+        out[name] = {"interior": dg.num_interior, "local": dg.num_local, "send_view": dg.send_rows is not None}
         for model, layers in models().items():
             ref = forward(layers, x, ei)
             for overlap in (True, False):
@@ -128,6 +128,14 @@ def runs():
         for layers in models().values():
             forward(layers, x, ei)
     return launch(_overlap_matches, 2)
+
+
+def test_send_rows_are_a_view_when_they_form_one_run(runs):
+    """P = 2 on an undirected graph: the rows a rank sends are its boundary rows, one ascending run of the
+    interior-first order, sent from a view (no packing copy); the directed graph's part 1 sends scattered
+    interior rows, packed by index_select. Both give the one-process result (the test below)."""
+    assert runs[0]["mixed"]["send_view"] and runs[1]["mixed"]["send_view"]
+    assert not runs[1]["one_way"]["send_view"]
 
 
 @pytest.mark.parametrize("graph", ["mixed", "one_way"])

@@ -104,6 +104,7 @@ class DistGraph:
         self.local_counts = [c for _, _, c in ids]
         self.recv_counts = [int(c) for c in p.halo_counts.tolist()]
         self.send_counts, self.send_idx = [0] * self.world_size, torch.zeros(0, dtype=torch.int64)
+        self.send_rows = None  # (r0, r1) when send_idx is the run r0..r1-1: sent from a view, no packing copy
         if self.world_size > 1:
             self._requests()
         self.total_halo = sum(self._all_gather_object(p.num_halo))
@@ -125,6 +126,9 @@ class DistGraph:
             err = PartitionError("a peer asked for halo nodes this rank does not own (inconsistent parts)")
         agree(err, self.group, "building the halo plan")
         self.send_idx = idx
+        n = idx.numel()  # rows sent as one ascending run (P = 2, symmetric graph: the boundary rows) are a view
+        run = n > 0 and int(idx[-1]) - int(idx[0]) + 1 == n and bool((idx[1:] > idx[:-1]).all())
+        self.send_rows = (int(idx[0]), int(idx[0]) + n) if run else None
 
     def _all_gather_object(self, obj) -> list:
         if self.world_size == 1:
@@ -231,7 +235,7 @@ class DistGraph:
         copy = out is None  # t is not the head of a buffer from source_buffer: copied in front of the halo
         if copy:
             out = self._full_buffer(t.shape, t.dtype)
-        send = t.index_select(0, self.send_idx)
+        send = t.index_select(0, self.send_idx) if self.send_rows is None else t[slice(*self.send_rows)]
         posted = time.perf_counter()
         work = self._collective(dist.all_to_all_single, out[self.num_local:], send, self.recv_counts,
                                 self.send_counts, async_op=True)
